@@ -1,0 +1,248 @@
+"""ConnectedAccount: onboarding state, capabilities and payout schedule. Closed, never deleted."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from ledger.errors import AccountClosedError, InvalidParameterError, PayoutsDisabledError
+from ledger.events import When
+from ledger.ids import account_aggregate_id
+from ledger.money import check_amount, check_currency
+
+ACCOUNT_KINDS = ("platform", "connected")
+VERIFICATION_STATUSES = ("unverified", "pending", "verified", "rejected")
+CAPABILITY_STATUSES = ("active", "inactive", "pending", "unrequested")
+INTERVALS = ("daily", "weekly", "monthly", "manual")
+WEEKLY_ANCHORS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DELAY_DAYS_MAX = 365
+CAPABILITIES_MAX = 32
+
+
+def _choice(value: object, allowed: tuple[str, ...], param: str) -> str:
+    if value not in allowed:
+        raise InvalidParameterError(f"{param} must be one of {', '.join(allowed)}", param=param)
+    return str(value)
+
+
+def _flag(value: object, param: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParameterError(f"{param} must be true or false", param=param)
+    return value
+
+
+class ConnectedAccount(Aggregate):
+    """A seller's Stripe account, or the platform's own (kind ``platform``)."""
+
+    class Opened(Aggregate.Created):
+        account_id: str
+        kind: str
+        country: str
+        default_currency: str
+        effective_at: datetime
+
+        def apply(self, account: ConnectedAccount) -> None:
+            account.account_id = self.account_id
+            account.kind = self.kind
+            account.country = self.country
+            account.default_currency = self.default_currency
+            account.verification_status = "unverified"
+            account.capabilities = {}
+            account.charges_enabled = False
+            account.payouts_enabled = False
+            account.schedule = {
+                "interval": "daily",
+                "delay_days": 2,
+                "weekly_anchor": None,
+                "monthly_anchor": None,
+                "minimum_minor": {},
+            }
+            account.closed = False
+
+    class Updated(Aggregate.Event):
+        verification_status: str
+        capabilities: dict[str, str]
+        charges_enabled: bool
+        payouts_enabled: bool
+        effective_at: datetime
+
+        def apply(self, account: ConnectedAccount) -> None:
+            account.verification_status = self.verification_status
+            account.capabilities = dict(self.capabilities)
+            account.charges_enabled = self.charges_enabled
+            account.payouts_enabled = self.payouts_enabled
+
+    class PayoutScheduleSet(Aggregate.Event):
+        interval: str
+        delay_days: int
+        weekly_anchor: str | None
+        monthly_anchor: int | None
+        minimum_minor: dict[str, int]
+        effective_at: datetime
+
+        def apply(self, account: ConnectedAccount) -> None:
+            account.schedule = {
+                "interval": self.interval,
+                "delay_days": self.delay_days,
+                "weekly_anchor": self.weekly_anchor,
+                "monthly_anchor": self.monthly_anchor,
+                "minimum_minor": dict(self.minimum_minor),
+            }
+
+    class Closed(Aggregate.Event):
+        effective_at: datetime
+
+        def apply(self, account: ConnectedAccount) -> None:
+            account.closed = True
+
+    account_id: str
+    kind: str
+    country: str
+    default_currency: str
+    verification_status: str
+    capabilities: dict[str, str]
+    charges_enabled: bool
+    payouts_enabled: bool
+    schedule: dict[str, Any]
+    closed: bool
+
+    def __init__(self) -> None:
+        """State comes from the created event's apply(); annotations above are for typing."""
+
+    @classmethod
+    def open(
+        cls, account_id: str, kind: str, country: str, default_currency: str, when: When
+    ) -> ConnectedAccount:
+        if not isinstance(account_id, str) or not account_id.startswith("acct_"):
+            raise InvalidParameterError("account id must start with 'acct_'", param="account")
+        if len(account_id) > 64:
+            raise InvalidParameterError("account id is longer than 64 characters", param="account")
+        _choice(kind, ACCOUNT_KINDS, "kind")
+        if not isinstance(country, str) or len(country) != 2 or not country.isupper():
+            raise InvalidParameterError("country must be an ISO 3166 alpha-2 code", param="country")
+        check_currency(default_currency, "default_currency")
+        return cls._create(
+            cls.Opened,
+            id=account_aggregate_id(account_id),
+            account_id=account_id,
+            kind=kind,
+            country=country,
+            default_currency=default_currency,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    @property
+    def aggregate_id(self) -> UUID:
+        return self.id
+
+    def require_open(self) -> None:
+        if self.closed:
+            raise AccountClosedError(f"account {self.account_id} is closed", param="account")
+
+    def require_payouts_enabled(self) -> None:
+        self.require_open()
+        if not self.payouts_enabled:
+            raise PayoutsDisabledError(
+                f"payouts are not enabled on {self.account_id}", param="account"
+            )
+
+    def update(
+        self,
+        when: When,
+        *,
+        verification_status: str | None = None,
+        capabilities: dict[str, str] | None = None,
+        charges_enabled: bool | None = None,
+        payouts_enabled: bool | None = None,
+    ) -> None:
+        self.require_open()
+        status = self.verification_status
+        if verification_status is not None:
+            status = _choice(verification_status, VERIFICATION_STATUSES, "verification_status")
+        caps = dict(self.capabilities)
+        if capabilities is not None:
+            if not isinstance(capabilities, dict) or len(capabilities) > CAPABILITIES_MAX:
+                raise InvalidParameterError(
+                    "capabilities must be a small map", param="capabilities"
+                )
+            for name, value in capabilities.items():
+                if not isinstance(name, str) or not name:
+                    raise InvalidParameterError(
+                        "capability names are strings", param="capabilities"
+                    )
+                caps[name] = _choice(value, CAPABILITY_STATUSES, f"capabilities[{name}]")
+        charges = (
+            self.charges_enabled
+            if charges_enabled is None
+            else _flag(charges_enabled, "charges_enabled")
+        )
+        payouts = (
+            self.payouts_enabled
+            if payouts_enabled is None
+            else _flag(payouts_enabled, "payouts_enabled")
+        )
+        self.trigger_event(
+            self.Updated,
+            verification_status=status,
+            capabilities=caps,
+            charges_enabled=charges,
+            payouts_enabled=payouts,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def set_payout_schedule(
+        self,
+        when: When,
+        *,
+        interval: str,
+        delay_days: int,
+        weekly_anchor: str | None = None,
+        monthly_anchor: int | None = None,
+        minimum_minor: dict[str, int] | None = None,
+    ) -> None:
+        self.require_open()
+        _choice(interval, INTERVALS, "interval")
+        if not isinstance(delay_days, int) or isinstance(delay_days, bool):
+            raise InvalidParameterError("delay_days must be an integer", param="delay_days")
+        if not 0 <= delay_days <= DELAY_DAYS_MAX:
+            raise InvalidParameterError(
+                f"delay_days must be between 0 and {DELAY_DAYS_MAX}", param="delay_days"
+            )
+        if interval == "weekly":
+            _choice(weekly_anchor, WEEKLY_ANCHORS, "weekly_anchor")
+        elif weekly_anchor is not None:
+            raise InvalidParameterError(
+                "weekly_anchor is for weekly schedules", param="weekly_anchor"
+            )
+        if interval == "monthly":
+            if not isinstance(monthly_anchor, int) or not 1 <= monthly_anchor <= 31:
+                raise InvalidParameterError(
+                    "monthly_anchor must be a day of the month, 1 to 31", param="monthly_anchor"
+                )
+        elif monthly_anchor is not None:
+            raise InvalidParameterError(
+                "monthly_anchor is for monthly schedules", param="monthly_anchor"
+            )
+        minimums: dict[str, int] = {}
+        for currency, amount in (minimum_minor or {}).items():
+            check_currency(currency, "minimum_amount")
+            minimums[currency] = check_amount(amount, currency, "minimum_amount", allow_zero=True)
+        self.trigger_event(
+            self.PayoutScheduleSet,
+            interval=interval,
+            delay_days=delay_days,
+            weekly_anchor=weekly_anchor,
+            monthly_anchor=monthly_anchor,
+            minimum_minor=minimums,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def close(self, when: When) -> None:
+        self.require_open()
+        self.trigger_event(self.Closed, effective_at=when.effective_at, timestamp=when.recorded_at)

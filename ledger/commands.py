@@ -1,0 +1,190 @@
+"""Commands: one frozen dataclass per use case. Each carries its idempotency key and the instant
+it takes effect; ids of created objects default to values derived from the key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar
+
+from ledger.splits import SplitPart
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    name: ClassVar[str] = "command"
+    idempotency_key: str
+    effective_at: datetime
+
+    def fingerprint(self) -> str:
+        """Hash of the parameters. The key and the effective instant are not parameters: a
+        client retrying the same request later must get the first result back."""
+        params = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("idempotency_key", "effective_at")
+        }
+        text = json.dumps({"command": self.name, "params": params}, sort_keys=True, default=_enc)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _enc(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, SplitPart):
+        return [value.account_id, value.share_bps, value.fixed_minor]
+    if isinstance(value, tuple | list):
+        return list(value)
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenAccount(Command):
+    name = "open_account"
+    account_id: str
+    kind: str = "connected"
+    country: str = "US"
+    default_currency: str = "usd"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateAccount(Command):
+    name = "update_account"
+    account_id: str
+    verification_status: str | None = None
+    capabilities: dict[str, str] | None = None
+    charges_enabled: bool | None = None
+    payouts_enabled: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetPayoutSchedule(Command):
+    name = "set_payout_schedule"
+    account_id: str
+    interval: str
+    delay_days: int
+    weekly_anchor: str | None = None
+    monthly_anchor: int | None = None
+    minimum_minor: dict[str, int] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseAccount(Command):
+    name = "close_account"
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordPayment(Command):
+    name = "record_payment"
+    charge_type: str
+    currency: str
+    amount_minor: int
+    stripe_fee_minor: int = 0
+    application_fee_minor: int = 0
+    account_id: str | None = None
+    on_behalf_of: str | None = None
+    transfer_group: str | None = None
+    transfer_amount_minor: int | None = None
+    split: tuple[SplitPart, ...] = ()
+    available_on: datetime | None = None
+    payment_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateTransfer(Command):
+    name = "create_transfer"
+    destination_account_id: str
+    currency: str
+    amount_minor: int
+    source_payment_id: str | None = None
+    transfer_group: str | None = None
+    transfer_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReverseTransfer(Command):
+    name = "reverse_transfer"
+    transfer_id: str
+    amount_minor: int | None = None
+    reversal_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundPayment(Command):
+    name = "refund_payment"
+    payment_id: str
+    amount_minor: int | None = None
+    reverse_transfer: bool = False
+    refund_application_fee: bool = False
+    refund_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenDispute(Command):
+    name = "open_dispute"
+    payment_id: str
+    fee_minor: int
+    amount_minor: int | None = None
+    dispute_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseDispute(Command):
+    name = "close_dispute"
+    payment_id: str
+    won: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseFunds(Command):
+    name = "release_funds"
+    account_id: str
+    currency: str
+    until: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopUp(Command):
+    name = "top_up"
+    account_id: str
+    currency: str
+    amount_minor: int
+    available_on: datetime | None = None
+    topup_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestPayout(Command):
+    name = "request_payout"
+    account_id: str
+    currency: str
+    amount_minor: int
+    payout_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkPayoutInTransit(Command):
+    name = "mark_payout_in_transit"
+    payout_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkPayoutPaid(Command):
+    name = "mark_payout_paid"
+    payout_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailPayout(Command):
+    name = "fail_payout"
+    payout_id: str
+    failure_code: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelPayout(Command):
+    name = "cancel_payout"
+    payout_id: str

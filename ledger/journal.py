@@ -1,0 +1,140 @@
+"""Double entry. A journal entry is a list of postings that sums to zero per currency.
+
+A posting is ``(owner, book, amount_minor, currency)``. Owners are account ids (``acct_…``) or
+``world``. Balance books (``pending``, ``available``, ``reserved``) belong to accounts; outside
+books stand for money outside Stripe balances. Entries are stored on events as lists of primitives.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from ledger.errors import InvariantViolation, invariant
+from ledger.ids import WORLD
+from ledger.money import check_currency
+
+PENDING = "pending"
+AVAILABLE = "available"
+RESERVED = "reserved"
+BALANCE_BOOKS = frozenset({PENDING, AVAILABLE, RESERVED})
+
+CUSTOMER_FUNDS = "customer_funds"  # world: card networks and customers
+STRIPE_FEES = "stripe_fees"  # world: fees Stripe kept
+PAYOUTS_IN_TRANSIT = "payouts_in_transit"  # account: on the way to its bank
+BANK = "bank"  # account: its external bank account
+OUTSIDE_BOOKS = frozenset({CUSTOMER_FUNDS, STRIPE_FEES, PAYOUTS_IN_TRANSIT, BANK})
+BOOKS = BALANCE_BOOKS | OUTSIDE_BOOKS
+
+POSTINGS_PER_ENTRY_MAX = 64
+
+# Entry kinds: what a movement is, named like Stripe's balance transaction types.
+KINDS = frozenset(
+    {
+        "charge",  # a captured charge lands on the account it was made on
+        "application_fee",  # the platform's fee moves from the seller to the platform
+        "application_fee_refund",
+        "transfer",
+        "transfer_reversal",
+        "refund",
+        "dispute",  # funds withdrawn with the dispute fee
+        "dispute_reversal",  # funds reinstated after a won dispute
+        "release",  # pending became available
+        "topup",
+        "payout",
+        "payout_paid",  # in transit reached the bank
+        "payout_failure",
+        "payout_cancel",
+    }
+)
+
+PostingRow = list[str | int]  # [owner, book, amount_minor, currency]: the stored form
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    owner: str
+    book: str
+    amount_minor: int
+    currency: str
+
+    def row(self) -> PostingRow:
+        return [self.owner, self.book, self.amount_minor, self.currency]
+
+    @staticmethod
+    def from_row(row: Sequence[object]) -> Posting:
+        owner, book, amount, currency = row
+        if not (isinstance(owner, str) and isinstance(book, str) and isinstance(currency, str)):
+            raise InvariantViolation(f"malformed posting {row!r}")
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise InvariantViolation(f"posting amount must be an int: {row!r}")
+        return Posting(owner, book, amount, currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A balanced journal entry. Build it with ``entry()``; that is where the sum is checked."""
+
+    entry_id: str
+    kind: str
+    postings: tuple[Posting, ...]
+    available_on: datetime | None  # when pending postings become available
+
+    def rows(self) -> list[PostingRow]:
+        return [p.row() for p in self.postings]
+
+
+def sums_by_currency(postings: Iterable[Posting]) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for p in postings:
+        totals[p.currency] += p.amount_minor
+    return dict(totals)
+
+
+def check_balanced(postings: Sequence[Posting]) -> None:
+    """Every entry sums to zero per currency; a violation is a programming error."""
+    invariant(0 < len(postings) <= POSTINGS_PER_ENTRY_MAX, f"entry has {len(postings)} postings")
+    for p in postings:
+        invariant(p.book in BOOKS, f"unknown book {p.book!r}")
+        invariant(
+            (p.owner == WORLD) == (p.book in (CUSTOMER_FUNDS, STRIPE_FEES)),
+            f"book {p.book!r} cannot belong to {p.owner!r}",
+        )
+        check_currency(p.currency)
+    unbalanced = {c: s for c, s in sums_by_currency(postings).items() if s != 0}
+    invariant(not unbalanced, f"journal entry does not sum to zero: {unbalanced}")
+
+
+def entry(
+    entry_id: str,
+    kind: str,
+    lines: Iterable[tuple[str, str, int, str]],
+    available_on: datetime | None = None,
+) -> Entry:
+    """Builds a balanced entry, dropping zero lines (a 0.00 fee moves nothing)."""
+    invariant(kind in KINDS, f"unknown entry kind {kind!r}")
+    postings = tuple(Posting(o, b, a, c) for o, b, a, c in lines if a != 0)
+    check_balanced(postings)
+    if any(p.book == PENDING for p in postings):
+        invariant(available_on is not None, "pending postings need an available_on")
+    return Entry(entry_id, kind, postings, available_on)
+
+
+def move(
+    entry_id: str,
+    kind: str,
+    amount_minor: int,
+    currency: str,
+    debit: tuple[str, str],
+    credit: tuple[str, str],
+    available_on: datetime | None = None,
+) -> Entry:
+    """The common two-line entry: ``amount`` leaves ``debit`` and arrives in ``credit``."""
+    return entry(
+        entry_id,
+        kind,
+        [(*debit, -amount_minor, currency), (*credit, amount_minor, currency)],
+        available_on,
+    )

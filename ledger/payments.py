@@ -1,0 +1,513 @@
+"""Payment: one captured charge and all tied to it (fee, refunds, sourced transfers, dispute).
+
+It guards the per-charge rules: refunds never exceed the captured amount, transfers sourced from
+the charge never exceed it, and a disputed charge is not refunded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from ledger.errors import (
+    ChargeDisputedError,
+    InvalidAmountError,
+    InvalidParameterError,
+    InvalidTransitionError,
+    RefundExceedsChargeError,
+    TransferExceedsSourceError,
+    invariant,
+)
+from ledger.events import JournalEvent, When, journal_fields
+from ledger.ids import WORLD, object_id, payment_aggregate_id
+from ledger.journal import (
+    AVAILABLE,
+    CUSTOMER_FUNDS,
+    PENDING,
+    STRIPE_FEES,
+    Entry,
+    entry,
+    move,
+)
+from ledger.money import THREE_DECIMAL, check_amount, check_currency
+
+CHARGE_TYPES = ("direct", "destination", "separate")
+REFUNDS_PER_PAYMENT_MAX = 1_000
+SOURCED_TRANSFERS_PER_PAYMENT_MAX = 100
+
+
+def prorate(total_minor: int, part_minor: int, whole_minor: int) -> int:
+    """``total * part / whole`` rounded half up, in integers. Stripe does not document its
+    rounding for proportional reversals; Sluice applies it to cumulative amounts (see refund)."""
+    invariant(whole_minor > 0, "prorate over an empty whole")
+    return (total_minor * part_minor * 2 + whole_minor) // (2 * whole_minor)
+
+
+def check_charge_amount(amount_minor: object, currency: str, param: str) -> int:
+    amount = check_amount(amount_minor, currency, param)
+    if currency in THREE_DECIMAL and amount % 10:
+        raise InvalidAmountError(
+            f"{currency} amounts must end in 0 (Stripe rounds three-decimal charges to tens)",
+            param=param,
+        )
+    return amount
+
+
+class Payment(Aggregate):
+    class Captured(Aggregate.Created, JournalEvent):
+        payment_id: str
+        charge_type: str
+        currency: str
+        amount_minor: int
+        stripe_fee_minor: int
+        application_fee_minor: int
+        platform_account_id: str
+        account_id: str | None  # direct: the account charged; destination: the destination
+        on_behalf_of: str | None
+        transfer_group: str | None
+        destination_transfer_id: str | None
+        transfer_amount_minor: int
+
+        def apply(self, payment: Payment) -> None:
+            payment.payment_id = self.payment_id
+            payment.charge_type = self.charge_type
+            payment.currency = self.currency
+            payment.amount_minor = self.amount_minor
+            payment.stripe_fee_minor = self.stripe_fee_minor
+            payment.application_fee_minor = self.application_fee_minor
+            payment.application_fee_refunded_minor = 0
+            payment.platform_account_id = self.platform_account_id
+            payment.account_id = self.account_id
+            payment.on_behalf_of = self.on_behalf_of
+            payment.transfer_group = self.transfer_group
+            payment.destination_transfer_id = self.destination_transfer_id
+            payment.transfer_amount_minor = self.transfer_amount_minor
+            payment.available_on = self.available_on  # type: ignore[assignment]
+            payment.captured_at = self.effective_at
+            payment.sourced_transfers = {}
+            payment.refunds = {}
+            payment.refunded_minor = 0
+            payment.dispute = None
+
+    class ApplicationFeeCollected(JournalEvent):
+        application_fee_id: str
+        amount_minor: int
+
+    class TransferSourced(Aggregate.Event):
+        transfer_id: str
+        amount_minor: int
+        effective_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.sourced_transfers[self.transfer_id] = self.amount_minor
+            invariant(
+                payment.sourced_minor <= payment.amount_minor, "sourced transfers exceed charge"
+            )
+
+    class Refunded(JournalEvent):
+        refund_id: str
+        amount_minor: int
+        reverse_transfer: bool
+        refund_application_fee: bool
+        reversal_minor: int
+        application_fee_refund_minor: int
+
+        def apply(self, payment: Payment) -> None:
+            payment.refunds[self.refund_id] = self.amount_minor
+            payment.refunded_minor += self.amount_minor
+            invariant(payment.refunded_minor <= payment.amount_minor, "refunds exceed charge")
+
+    class ApplicationFeeRefunded(JournalEvent):
+        refund_id: str
+        amount_minor: int
+
+        def apply(self, payment: Payment) -> None:
+            payment.application_fee_refunded_minor += self.amount_minor
+            invariant(
+                payment.application_fee_refunded_minor <= payment.application_fee_minor,
+                "application fee refunds exceed the fee",
+            )
+
+    class DisputeFundsWithdrawn(JournalEvent):
+        dispute_id: str
+        amount_minor: int
+        fee_minor: int
+
+        def apply(self, payment: Payment) -> None:
+            payment.dispute = {
+                "id": self.dispute_id,
+                "amount_minor": self.amount_minor,
+                "fee_minor": self.fee_minor,
+                "status": "needs_response",
+            }
+
+    class DisputeFundsReinstated(JournalEvent):
+        dispute_id: str
+
+        def apply(self, payment: Payment) -> None:
+            invariant(payment.dispute is not None, "no dispute to reinstate")
+            payment.dispute["status"] = "won"  # type: ignore[index]
+
+    class DisputeLost(Aggregate.Event):
+        dispute_id: str
+        effective_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            invariant(payment.dispute is not None, "no dispute to lose")
+            payment.dispute["status"] = "lost"  # type: ignore[index]
+
+    payment_id: str
+    charge_type: str
+    currency: str
+    amount_minor: int
+    stripe_fee_minor: int
+    application_fee_minor: int
+    application_fee_refunded_minor: int
+    platform_account_id: str
+    account_id: str | None
+    on_behalf_of: str | None
+    transfer_group: str | None
+    destination_transfer_id: str | None
+    transfer_amount_minor: int
+    available_on: datetime
+    captured_at: datetime
+    sourced_transfers: dict[str, int]
+    refunds: dict[str, int]
+    refunded_minor: int
+    dispute: dict[str, Any] | None
+
+    def __init__(self) -> None:
+        """State comes from the created event's apply(); annotations above are for typing."""
+
+    # Creation ------------------------------------------------------------------------------
+
+    @classmethod
+    def capture(
+        cls,
+        when: When,
+        *,
+        payment_id: str,
+        charge_type: str,
+        currency: str,
+        amount_minor: int,
+        stripe_fee_minor: int,
+        application_fee_minor: int,
+        platform_account_id: str,
+        account_id: str | None,
+        on_behalf_of: str | None,
+        transfer_group: str | None,
+        transfer_amount_minor: int | None,
+        available_on: datetime,
+    ) -> Payment:
+        """Records the charge landing on the account it was made on (and its application fee)."""
+        if charge_type not in CHARGE_TYPES:
+            raise InvalidParameterError(
+                f"charge_type must be one of {', '.join(CHARGE_TYPES)}", param="charge_type"
+            )
+        check_currency(currency)
+        amount = check_charge_amount(amount_minor, currency, "amount")
+        fee = check_amount(stripe_fee_minor, currency, "stripe_fee", allow_zero=True)
+        app_fee = check_amount(application_fee_minor, currency, "application_fee", allow_zero=True)
+        if fee > amount:
+            raise InvalidAmountError("stripe_fee exceeds the amount", param="stripe_fee")
+        if app_fee > amount:
+            raise InvalidAmountError("application_fee exceeds the amount", param="application_fee")
+        if charge_type == "separate":
+            if account_id is not None:
+                raise InvalidParameterError(
+                    "separate charges land on the platform; route them with transfers or a split",
+                    param="account",
+                )
+            if app_fee:
+                raise InvalidParameterError(
+                    "separate charges keep the platform's share by transferring less",
+                    param="application_fee",
+                )
+        elif account_id is None:
+            raise InvalidParameterError(f"a {charge_type} charge needs an account", param="account")
+        if on_behalf_of is not None and charge_type == "direct":
+            raise InvalidParameterError(
+                "on_behalf_of is for platform charges", param="on_behalf_of"
+            )
+        if charge_type == "destination" and on_behalf_of not in (None, account_id):
+            raise InvalidParameterError(
+                "on_behalf_of must be the destination account", param="on_behalf_of"
+            )
+        transfer_amount = 0
+        if transfer_amount_minor is not None:
+            if charge_type != "destination":
+                raise InvalidParameterError(
+                    "transfer_amount is for destination charges", param="transfer_amount"
+                )
+            if app_fee:
+                raise InvalidParameterError(
+                    "use either application_fee or transfer_amount, not both",
+                    param="transfer_amount",
+                )
+            transfer_amount = check_amount(transfer_amount_minor, currency, "transfer_amount")
+            if transfer_amount > amount:
+                raise InvalidAmountError(
+                    "transfer_amount exceeds the amount", param="transfer_amount"
+                )
+        elif charge_type == "destination":
+            transfer_amount = amount  # Stripe moves the full amount, then takes the fee back
+
+        settle_owner = account_id if charge_type == "direct" else platform_account_id
+        invariant(settle_owner is not None, "a charge lands on some account")
+        charge = entry(
+            object_id("txn", "charge", payment_id),
+            "charge",
+            [
+                (WORLD, CUSTOMER_FUNDS, -amount, currency),
+                (WORLD, STRIPE_FEES, fee, currency),
+                (str(settle_owner), PENDING, amount - fee, currency),
+            ],
+            available_on,
+        )
+        payment = cls._create(
+            cls.Captured,
+            id=payment_aggregate_id(payment_id),
+            payment_id=payment_id,
+            charge_type=charge_type,
+            currency=currency,
+            amount_minor=amount,
+            stripe_fee_minor=fee,
+            application_fee_minor=app_fee,
+            platform_account_id=platform_account_id,
+            account_id=account_id,
+            on_behalf_of=on_behalf_of,
+            transfer_group=transfer_group,
+            destination_transfer_id=(
+                object_id("tr", payment_id) if charge_type == "destination" else None
+            ),
+            transfer_amount_minor=transfer_amount,
+            **journal_fields(charge, when),
+        )
+        if app_fee:
+            invariant(account_id is not None, "an application fee is taken from an account")
+            fee_entry = move(
+                object_id("txn", "application_fee", payment_id),
+                "application_fee",
+                app_fee,
+                currency,
+                (str(account_id), PENDING),
+                (platform_account_id, PENDING),
+                available_on,
+            )
+            payment.trigger_event(
+                cls.ApplicationFeeCollected,
+                application_fee_id=object_id("fee", payment_id),
+                amount_minor=app_fee,
+                **journal_fields(fee_entry, when),
+            )
+        return payment
+
+    # Queries -------------------------------------------------------------------------------
+
+    @property
+    def sourced_minor(self) -> int:
+        return sum(self.sourced_transfers.values())
+
+    @property
+    def settlement_account_id(self) -> str:
+        """The account whose balance the charge landed on (and refunds and disputes hit)."""
+        if self.charge_type == "direct":
+            invariant(self.account_id is not None, "direct charge without account")
+            return str(self.account_id)
+        return self.platform_account_id
+
+    def refundable_minor(self) -> int:
+        return self.amount_minor - self.refunded_minor
+
+    # Commands ------------------------------------------------------------------------------
+
+    def source_transfer(self, transfer_id: str, amount_minor: int, when: When) -> None:
+        if self.charge_type != "separate":
+            raise InvalidParameterError(
+                "only separate charges fund transfers with source_transaction",
+                param="source_transaction",
+            )
+        if len(self.sourced_transfers) >= SOURCED_TRANSFERS_PER_PAYMENT_MAX:
+            raise TransferExceedsSourceError("too many transfers from one charge", param="amount")
+        if self.sourced_minor + amount_minor > self.amount_minor:
+            raise TransferExceedsSourceError(
+                f"transfers from {self.payment_id} would total "
+                f"{self.sourced_minor + amount_minor}, more than the charge ({self.amount_minor})",
+                param="amount",
+            )
+        self.trigger_event(
+            self.TransferSourced,
+            transfer_id=transfer_id,
+            amount_minor=amount_minor,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def plan_refund(
+        self, amount_minor: int | None, reverse_transfer: bool, refund_application_fee: bool
+    ) -> tuple[int, int, int]:
+        """(refund, transfer reversal, application fee refund), all in minor units.
+
+        Partial refunds reverse proportionally. Each refund takes the difference of the rounded
+        *cumulative* shares, so the parts of a fully refunded charge add up exactly.
+        """
+        if self.dispute is not None and self.dispute["status"] != "won":
+            raise ChargeDisputedError(
+                f"{self.payment_id} is disputed; it cannot be refunded", param="payment"
+            )
+        if len(self.refunds) >= REFUNDS_PER_PAYMENT_MAX:
+            raise RefundExceedsChargeError("too many refunds on one charge", param="amount")
+        remaining = self.refundable_minor()
+        if remaining == 0:
+            raise RefundExceedsChargeError(f"{self.payment_id} is fully refunded", param="amount")
+        amount = (
+            remaining
+            if amount_minor is None
+            else check_charge_amount(amount_minor, self.currency, "amount")
+        )
+        if amount > remaining:
+            raise RefundExceedsChargeError(
+                f"refund of {amount} exceeds the {remaining} left to refund", param="amount"
+            )
+        if reverse_transfer and self.charge_type != "destination":
+            raise InvalidParameterError(
+                "reverse_transfer applies to destination charges; reverse other transfers directly",
+                param="reverse_transfer",
+            )
+        if refund_application_fee and not self.application_fee_minor:
+            raise InvalidParameterError(
+                "this charge has no application fee", param="refund_application_fee"
+            )
+        if refund_application_fee and self.charge_type == "destination" and not reverse_transfer:
+            raise InvalidParameterError(
+                "refunding a destination charge's application fee also reverses the transfer",
+                param="refund_application_fee",
+            )
+        before, after = self.refunded_minor, self.refunded_minor + amount
+        reversal = 0
+        if reverse_transfer:
+            reversal = prorate(self.transfer_amount_minor, after, self.amount_minor) - prorate(
+                self.transfer_amount_minor, before, self.amount_minor
+            )
+        fee_refund = 0
+        if refund_application_fee:
+            fee_refund = min(
+                prorate(self.application_fee_minor, after, self.amount_minor)
+                - prorate(self.application_fee_minor, before, self.amount_minor),
+                self.application_fee_minor - self.application_fee_refunded_minor,
+            )
+        return amount, reversal, fee_refund
+
+    def refund(
+        self,
+        refund_id: str,
+        amount_minor: int,
+        reversal_minor: int,
+        fee_refund_minor: int,
+        reverse_transfer: bool,
+        refund_application_fee: bool,
+        when: When,
+    ) -> None:
+        owner = self.settlement_account_id
+        refund_entry = move(
+            object_id("txn", "refund", refund_id),
+            "refund",
+            amount_minor,
+            self.currency,
+            (owner, AVAILABLE),
+            (WORLD, CUSTOMER_FUNDS),
+        )
+        self.trigger_event(
+            self.Refunded,
+            refund_id=refund_id,
+            amount_minor=amount_minor,
+            reverse_transfer=reverse_transfer,
+            refund_application_fee=refund_application_fee,
+            reversal_minor=reversal_minor,
+            application_fee_refund_minor=fee_refund_minor,
+            **journal_fields(refund_entry, when),
+        )
+        if fee_refund_minor:
+            invariant(self.account_id is not None, "fee refund needs the account it came from")
+            fee_entry = move(
+                object_id("txn", "application_fee_refund", refund_id),
+                "application_fee_refund",
+                fee_refund_minor,
+                self.currency,
+                (self.platform_account_id, AVAILABLE),
+                (str(self.account_id), AVAILABLE),
+            )
+            self.trigger_event(
+                self.ApplicationFeeRefunded,
+                refund_id=refund_id,
+                amount_minor=fee_refund_minor,
+                **journal_fields(fee_entry, when),
+            )
+
+    def open_dispute(
+        self, dispute_id: str, amount_minor: int | None, fee_minor: int, when: When
+    ) -> Entry:
+        if self.dispute is not None:
+            raise InvalidTransitionError(f"{self.payment_id} is already disputed", param="payment")
+        remaining = self.refundable_minor()
+        amount = (
+            remaining
+            if amount_minor is None
+            else check_amount(amount_minor, self.currency, "amount")
+        )
+        if amount == 0 or amount > remaining:
+            raise RefundExceedsChargeError(
+                f"a dispute of {amount} does not fit the {remaining} not yet refunded",
+                param="amount",
+            )
+        fee = check_amount(fee_minor, self.currency, "dispute_fee", allow_zero=True)
+        owner = self.settlement_account_id
+        withdrawal = entry(
+            object_id("txn", "dispute", dispute_id),
+            "dispute",
+            [
+                (owner, AVAILABLE, -(amount + fee), self.currency),
+                (WORLD, CUSTOMER_FUNDS, amount, self.currency),
+                (WORLD, STRIPE_FEES, fee, self.currency),
+            ],
+        )
+        self.trigger_event(
+            self.DisputeFundsWithdrawn,
+            dispute_id=dispute_id,
+            amount_minor=amount,
+            fee_minor=fee,
+            **journal_fields(withdrawal, when),
+        )
+        return withdrawal
+
+    def close_dispute(self, won: bool, when: When) -> None:
+        if self.dispute is None or self.dispute["status"] != "needs_response":
+            raise InvalidTransitionError(
+                f"{self.payment_id} has no open dispute to close", param="payment"
+            )
+        dispute_id = str(self.dispute["id"])
+        if not won:
+            self.trigger_event(
+                self.DisputeLost,
+                dispute_id=dispute_id,
+                effective_at=when.effective_at,
+                timestamp=when.recorded_at,
+            )
+            return
+        amount, fee = int(self.dispute["amount_minor"]), int(self.dispute["fee_minor"])
+        reinstatement = entry(
+            object_id("txn", "dispute_reversal", dispute_id),
+            "dispute_reversal",
+            [
+                (self.settlement_account_id, AVAILABLE, amount + fee, self.currency),
+                (WORLD, CUSTOMER_FUNDS, -amount, self.currency),
+                (WORLD, STRIPE_FEES, -fee, self.currency),
+            ],
+        )
+        self.trigger_event(
+            self.DisputeFundsReinstated,
+            dispute_id=dispute_id,
+            **journal_fields(reinstatement, when),
+        )
