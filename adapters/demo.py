@@ -1,4 +1,4 @@
-"""`sluice demo`: a small marketplace booked end to end on the embedded store, deterministic per seed.
+"""`sluice demo`: a small marketplace booked end to end on the embedded store, per-seed stable.
 
 Account-level commands use fixed idempotency keys and money movements use keys derived from the
 seed, so running the demo twice with one seed replays everything and records nothing new.
@@ -250,12 +250,18 @@ class Demo:
         """Sales after the release, still pending when the demo ends."""
         for n, seller in enumerate(SELLERS):
             amount = self.rng.randint(8, 400) * (100 if seller.currency == "jpy" else 125)
-            self.run(c.RecordPayment(
-                idempotency_key=self.key("late", n), effective_at=self.tick(),
-                charge_type="destination", account_id=seller.account_id,
-                currency=seller.currency, amount_minor=amount,
-                stripe_fee_minor=stripe_fee(amount, seller.currency),
-                application_fee_minor=amount // 10))
+            self.run(
+                c.RecordPayment(
+                    idempotency_key=self.key("late", n),
+                    effective_at=self.tick(),
+                    charge_type="destination",
+                    account_id=seller.account_id,
+                    currency=seller.currency,
+                    amount_minor=amount,
+                    stripe_fee_minor=stripe_fee(amount, seller.currency),
+                    application_fee_minor=amount // 10,
+                )
+            )
 
     def play(self) -> None:
         self.open_accounts()

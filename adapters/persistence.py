@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+from uuid import UUID
 
 from adapters.settings import Settings
 
@@ -81,3 +84,23 @@ def ensure_postgres_schema(url: str) -> None:
         conn.execute(
             psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema))
         )
+
+
+def postgres_absence_probe(recorder: Any) -> Callable[[Sequence[UUID]], set[UUID]]:
+    """One query for a whole batch: which of these aggregate ids have no events yet."""
+    from psycopg.sql import SQL, Identifier
+
+    schema, table = recorder.datastore.schema, recorder.events_table_name
+    statement = SQL(
+        "SELECT DISTINCT originator_id FROM {}.{} WHERE originator_id = ANY(%s)"
+    ).format(Identifier(schema), Identifier(table))
+
+    def probe(ids: Sequence[UUID]) -> set[UUID]:
+        if not ids:
+            return set()
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(ids)], prepare=True)
+            present = {row["originator_id"] for row in curs.fetchall()}
+        return set(ids) - present
+
+    return probe
