@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 from adapters.persistence import ensure_postgres_schema, ledger_env, postgres_absence_probe
 from adapters.settings import Settings
 from ledger.application import Clock, Ledger
+from projections.projections import ALL_DDL
+from projections.runner import Projector
+from projections.store import ReadModel, open_read_model
 
 
 def system_clock() -> datetime:
@@ -35,6 +38,21 @@ def bootstrap(
     return ledger
 
 
+def read_model(settings: Settings | None = None, *, create_tables: bool = False) -> ReadModel:
+    """The projections' store, beside the events (same schema or SQLite file)."""
+    settings = settings or Settings()
+    return open_read_model(ledger_env(settings, create_tables=create_tables), ALL_DDL)
+
+
+def projector(
+    ledger: Ledger, settings: Settings | None = None, names: list[str] | None = None
+) -> Projector:
+    return Projector(ledger, read_model(settings), names)
+
+
 def init_database(settings: Settings | None = None) -> None:
-    """Creates the event store's tables (idempotent)."""
+    """Creates the event store's and the read models' tables (idempotent)."""
+    settings = settings or Settings()
     bootstrap(settings, create_tables=True).close()
+    if not settings.database_url.startswith("memory://"):
+        read_model(settings, create_tables=True)

@@ -1,0 +1,361 @@
+"""Read models built from the Ledger's events: balances, balance transactions, payouts, revenue.
+
+Each projection is an ``eventsourcing.projection.Projection``; the runner hands it a batch of
+events with an open transaction (``self.tx``), and commits the rows with the batch's tracking
+position. Projections read only the events' own fields (the journal postings and facts), never
+the aggregates, so a rebuild from the log reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, ClassVar
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import Projection
+
+from ledger.balances import Balance
+from ledger.events import JournalEvent
+from ledger.ids import WORLD, object_id
+from ledger.journal import AVAILABLE, BALANCE_BOOKS, PENDING, RESERVED
+from ledger.payments import Payment
+from ledger.payouts import Payout
+from ledger.transfers import Transfer
+from projections.store import ReadModel, Tx
+
+
+def micros(instant: datetime) -> int:
+    """Instants in the read model: integer microseconds since the epoch (exact, sortable)."""
+    return int(instant.timestamp()) * 1_000_000 + instant.microsecond
+
+
+class LedgerProjection(Projection[Any]):
+    """Base: a named projection with its tables. ``tx`` is set by the runner for a batch."""
+
+    name: ClassVar[str] = ""
+    tables: ClassVar[tuple[str, ...]] = ()
+    ddl: ClassVar[tuple[str, ...]] = ()
+    tx: Tx
+
+    def __init__(self, view: ReadModel) -> None:
+        super().__init__(view)
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Events a projection does not use only advance its position (done per batch)."""
+
+    def clear(self, tx: Tx) -> None:
+        for table in self.tables:
+            tx.execute(f"DELETE FROM {table}")
+
+
+def _balance_deltas(event: JournalEvent) -> dict[tuple[str, str], list[int]]:
+    """Per (account, currency): [pending, available, reserved] deltas of one journal entry."""
+    deltas: dict[tuple[str, str], list[int]] = {}
+    for p in event.entry_postings():
+        if p.owner == WORLD or p.book not in BALANCE_BOOKS:
+            continue
+        row = deltas.setdefault((p.owner, p.currency), [0, 0, 0])
+        row[(PENDING, AVAILABLE, RESERVED).index(p.book)] += p.amount_minor
+    return deltas
+
+
+class BalancesProjection(LedgerProjection):
+    name = "balances"
+    tables = ("rm_balances",)
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_balances ("
+        " account_id TEXT NOT NULL, currency TEXT NOT NULL,"
+        " pending BIGINT NOT NULL, available BIGINT NOT NULL, reserved BIGINT NOT NULL,"
+        " position BIGINT NOT NULL, PRIMARY KEY (account_id, currency))",
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        if isinstance(domain_event, JournalEvent):
+            for (account, currency), (pending, available, reserved) in _balance_deltas(
+                domain_event
+            ).items():
+                self.tx.execute(
+                    "INSERT INTO rm_balances AS b"
+                    " (account_id, currency, pending, available, reserved, position)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (account_id, currency)"
+                    " DO UPDATE SET pending = b.pending + excluded.pending,"
+                    " available = b.available + excluded.available,"
+                    " reserved = b.reserved + excluded.reserved, position = excluded.position",
+                    (account, currency, pending, available, reserved, tracking.notification_id),
+                )
+
+
+# (event class, owner is the platform?) → (type, reporting_category). ``None`` for either side.
+BT_TYPES: dict[type, tuple[tuple[str, str], tuple[str, str]]] = {
+    # (for the account it lands on / the platform) , (for a connected account)
+    Payment.Captured: (("charge", "charge"), ("charge", "charge")),
+    Payment.ApplicationFeeCollected: (
+        ("application_fee", "platform_earning"),
+        ("application_fee", "fee"),
+    ),
+    Payment.Refunded: (("refund", "refund"), ("refund", "refund")),
+    Payment.ApplicationFeeRefunded: (
+        ("application_fee_refund", "platform_earning_refund"),
+        ("application_fee_refund", "fee"),
+    ),
+    Payment.DisputeFundsWithdrawn: (("adjustment", "dispute"), ("adjustment", "dispute")),
+    Payment.DisputeFundsReinstated: (
+        ("adjustment", "dispute_reversal"),
+        ("adjustment", "dispute_reversal"),
+    ),
+    Transfer.Created: (("transfer", "transfer"), ("payment", "transfer")),
+    Transfer.Reversed: (
+        ("transfer_refund", "transfer_reversal"),
+        ("payment_refund", "transfer_reversal"),
+    ),
+    Balance.ToppedUp: (("topup", "topup"), ("topup", "topup")),
+    Payout.Requested: (("payout", "payout"), ("payout", "payout")),
+    Payout.Failed: (("payout_failure", "payout_reversal"), ("payout_failure", "payout_reversal")),
+    Payout.Canceled: (("payout_cancel", "payout_reversal"), ("payout_cancel", "payout_reversal")),
+}
+
+
+def _bt_source(event: Any) -> str:
+    for attr in (
+        "refund_id",
+        "dispute_id",
+        "reversal_id",
+        "payout_id",
+        "topup_id",
+        "transfer_id",
+        "payment_id",
+        "application_fee_id",
+    ):
+        value = getattr(event, attr, None)
+        if value:
+            return str(value)
+    return ""
+
+
+def _gross(event: Any, net: int) -> int:
+    """Stripe's ``amount`` before fees; ``fee = amount - net``."""
+    if isinstance(event, Payment.Captured):
+        return int(event.amount_minor)
+    if isinstance(event, Payment.DisputeFundsWithdrawn):
+        return -int(event.amount_minor)
+    if isinstance(event, Payment.DisputeFundsReinstated):
+        # The reinstatement returns the disputed amount and the fee; Stripe shows the fee negative.
+        return net + sum(p.amount_minor for p in event.entry_postings() if p.book == "stripe_fees")
+    return net
+
+
+# Events whose two sides differ: the side that gains (True) or loses (False) is the platform's.
+_PLATFORM_GAINS: dict[type, bool] = {
+    Payment.ApplicationFeeCollected: True,
+    Payment.ApplicationFeeRefunded: False,
+    Transfer.Created: False,
+    Transfer.Reversed: True,
+}
+
+
+class BalanceTransactionsProjection(LedgerProjection):
+    name = "balance_transactions"
+    tables = ("rm_balance_transactions",)
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_balance_transactions ("
+        " id TEXT PRIMARY KEY, position BIGINT NOT NULL, account_id TEXT NOT NULL,"
+        " type TEXT NOT NULL, amount BIGINT NOT NULL, fee BIGINT NOT NULL,"
+        " fee_details TEXT NOT NULL, net BIGINT NOT NULL, currency TEXT NOT NULL,"
+        " status TEXT NOT NULL, available_on BIGINT, created BIGINT NOT NULL,"
+        " recorded BIGINT NOT NULL, source TEXT NOT NULL, reporting_category TEXT NOT NULL,"
+        " description TEXT NOT NULL, entry_id TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ix_bt_account"
+        " ON rm_balance_transactions (account_id, currency, created, id)",
+        "CREATE INDEX IF NOT EXISTS ix_bt_pending"
+        " ON rm_balance_transactions (account_id, currency, status, available_on)",
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        if isinstance(domain_event, Balance.Released):
+            self._released(domain_event)
+            return
+        types = BT_TYPES.get(type(domain_event))
+        if types is None or not isinstance(domain_event, JournalEvent):
+            return
+        platform_side, connected_side = types
+        gains = _PLATFORM_GAINS.get(type(domain_event))
+        for (account, currency), (pending, available, reserved) in _balance_deltas(
+            domain_event
+        ).items():
+            net = pending + available + reserved
+            if net == 0 and not isinstance(domain_event, Payment.Captured):
+                continue
+            on_platform_side = gains is None or (net > 0) == gains
+            bt_type, category = platform_side if on_platform_side else connected_side
+            gross = _gross(domain_event, net)
+            fee = gross - net
+            fee_details = (
+                [
+                    {
+                        "type": "stripe_fee",
+                        "amount": fee,
+                        "currency": currency,
+                        "description": "Stripe processing fees",
+                    }
+                ]
+                if fee
+                else []
+            )
+            status = "pending" if pending else "available"
+            on = domain_event.available_on if pending else domain_event.effective_at
+            self.tx.execute(
+                "INSERT INTO rm_balance_transactions (id, position, account_id, type, amount,"
+                " fee, fee_details, net, currency, status, available_on, created, recorded,"
+                " source, reporting_category, description, entry_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    object_id("txn", domain_event.entry_id, account),
+                    tracking.notification_id,
+                    account,
+                    bt_type,
+                    gross,
+                    fee,
+                    json.dumps(fee_details),
+                    net,
+                    currency,
+                    status,
+                    micros(on) if on is not None else None,
+                    micros(domain_event.effective_at),
+                    micros(domain_event.timestamp),
+                    _bt_source(domain_event),
+                    category,
+                    f"{bt_type} {domain_event.kind}",
+                    domain_event.entry_id,
+                ),
+            )
+
+    def _released(self, event: Balance.Released) -> None:
+        owner = next(p.owner for p in event.entry_postings())
+        currency = next(p.currency for p in event.entry_postings())
+        self.tx.execute(
+            "UPDATE rm_balance_transactions SET status = 'available'"
+            " WHERE account_id = %s AND currency = %s AND status = 'pending'"
+            " AND available_on <= %s",
+            (owner, currency, micros(event.until)),
+        )
+
+
+class PayoutsProjection(LedgerProjection):
+    name = "payouts"
+    tables = ("rm_payouts",)
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_payouts ("
+        " id TEXT PRIMARY KEY, aggregate_id TEXT NOT NULL UNIQUE, position BIGINT NOT NULL,"
+        " account_id TEXT NOT NULL, currency TEXT NOT NULL, amount BIGINT NOT NULL,"
+        " status TEXT NOT NULL,"
+        " failure_code TEXT, created BIGINT NOT NULL, updated BIGINT NOT NULL,"
+        " timeline TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ix_payouts_account ON rm_payouts (account_id, created, id)",
+    )
+    STATUS: ClassVar[dict[type, str]] = {
+        Payout.MarkedInTransit: "in_transit",
+        Payout.Paid: "paid",
+        Payout.Failed: "failed",
+        Payout.Canceled: "canceled",
+    }
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        if isinstance(domain_event, Payout.Requested):
+            at = micros(domain_event.effective_at)
+            self.tx.execute(
+                "INSERT INTO rm_payouts (id, aggregate_id, position, account_id, currency, amount,"
+                " status, failure_code, created, updated, timeline)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'pending', NULL, %s, %s, %s)",
+                (
+                    domain_event.payout_id,
+                    str(domain_event.originator_id),
+                    tracking.notification_id,
+                    domain_event.account_id,
+                    domain_event.currency,
+                    domain_event.amount_minor,
+                    at,
+                    at,
+                    json.dumps([{"status": "pending", "at": at // 1_000_000}]),
+                ),
+            )
+            return
+        status = self.STATUS.get(type(domain_event))
+        if status is None:
+            return
+        aggregate_id = str(domain_event.originator_id)
+        self.tx.execute("SELECT timeline FROM rm_payouts WHERE aggregate_id = %s", (aggregate_id,))
+        row = self.tx.one()
+        if row is None:
+            return  # cannot happen in a consistent log; the verify command would report it
+        at = micros(domain_event.effective_at)
+        timeline = [*json.loads(row["timeline"]), {"status": status, "at": at // 1_000_000}]
+        self.tx.execute(
+            "UPDATE rm_payouts SET status = %s, failure_code = COALESCE(%s, failure_code),"
+            " updated = %s, timeline = %s, position = %s WHERE aggregate_id = %s",
+            (
+                status,
+                getattr(domain_event, "failure_code", None),
+                at,
+                json.dumps(timeline),
+                tracking.notification_id,
+                aggregate_id,
+            ),
+        )
+
+
+class RevenueProjection(LedgerProjection):
+    """Platform fee revenue by UTC day and currency: application fees collected and refunded."""
+
+    name = "revenue"
+    tables = ("rm_revenue",)
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_revenue ("
+        " day TEXT NOT NULL, currency TEXT NOT NULL, fees_collected BIGINT NOT NULL,"
+        " fees_refunded BIGINT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (day, currency))",
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        collected = isinstance(domain_event, Payment.ApplicationFeeCollected)
+        refunded = isinstance(domain_event, Payment.ApplicationFeeRefunded)
+        if not (collected or refunded):
+            return
+        amount = int(domain_event.amount_minor)
+        currency = domain_event.entry_postings()[0].currency
+        self.tx.execute(
+            "INSERT INTO rm_revenue AS r (day, currency, fees_collected, fees_refunded, count)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (day, currency) DO UPDATE SET"
+            " fees_collected = r.fees_collected + excluded.fees_collected,"
+            " fees_refunded = r.fees_refunded + excluded.fees_refunded,"
+            " count = r.count + excluded.count",
+            (
+                domain_event.effective_at.date().isoformat(),
+                currency,
+                amount if collected else 0,
+                amount if refunded else 0,
+                1 if collected else 0,
+            ),
+        )
+
+
+PROJECTIONS: dict[str, type[LedgerProjection]] = {
+    p.name: p
+    for p in (
+        BalancesProjection,
+        BalanceTransactionsProjection,
+        PayoutsProjection,
+        RevenueProjection,
+    )
+}
+META_DDL = (
+    "CREATE TABLE IF NOT EXISTS rm_projection_meta ("
+    " name TEXT PRIMARY KEY, position BIGINT NOT NULL, event_recorded BIGINT NOT NULL,"
+    " updated BIGINT NOT NULL)"
+)
+ALL_DDL: tuple[str, ...] = (*(ddl for p in PROJECTIONS.values() for ddl in p.ddl), META_DDL)
