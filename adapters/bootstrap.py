@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from adapters.keys import KEYS_DDL
 from adapters.persistence import ensure_postgres_schema, ledger_env, postgres_absence_probe
 from adapters.settings import Settings
 from ledger.application import Clock, Ledger
@@ -41,7 +42,7 @@ def bootstrap(
 def read_model(settings: Settings | None = None, *, create_tables: bool = False) -> ReadModel:
     """The projections' store, beside the events (same schema or SQLite file)."""
     settings = settings or Settings()
-    return open_read_model(ledger_env(settings, create_tables=create_tables), ALL_DDL)
+    return open_read_model(ledger_env(settings, create_tables=create_tables), (*ALL_DDL, *KEYS_DDL))
 
 
 def projector(
