@@ -34,7 +34,7 @@ def micros(instant: datetime) -> int:
 class LedgerProjection(Projection[Any]):
     """Base: a named projection with its tables. ``tx`` is set by the runner for a batch."""
 
-    name: ClassVar[str] = ""
+    name: str = ""
     tables: ClassVar[tuple[str, ...]] = ()
     ddl: ClassVar[tuple[str, ...]] = ()
     tx: Tx
@@ -229,7 +229,7 @@ class BalanceTransactionsProjection(LedgerProjection):
                     micros(domain_event.timestamp),
                     _bt_source(domain_event),
                     category,
-                    f"{bt_type} {domain_event.kind}",
+                    f"{domain_event.kind.replace('_', ' ')} {_bt_source(domain_event)}",
                     domain_event.entry_id,
                 ),
             )
