@@ -324,6 +324,10 @@ class Payment(Aggregate):
     # Commands ------------------------------------------------------------------------------
 
     def source_transfer(self, transfer_id: str, amount_minor: int, when: When) -> None:
+        if transfer_id in self.sourced_transfers:
+            raise InvalidParameterError(
+                f"transfer {transfer_id} already exists", param="transfer_id"
+            )
         if self.charge_type != "separate":
             raise InvalidParameterError(
                 "only separate charges fund transfers with source_transaction",
@@ -410,6 +414,10 @@ class Payment(Aggregate):
         refund_application_fee: bool,
         when: When,
     ) -> None:
+        if refund_id in self.refunds:
+            raise InvalidParameterError(
+                f"refund {refund_id} already exists on {self.payment_id}", param="refund_id"
+            )
         owner = self.settlement_account_id
         refund_entry = move(
             object_id("txn", "refund", refund_id),

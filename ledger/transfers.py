@@ -10,7 +10,7 @@ from datetime import datetime
 
 from eventsourcing.domain import Aggregate
 
-from ledger.errors import ReversalExceedsTransferError, invariant
+from ledger.errors import InvalidParameterError, ReversalExceedsTransferError, invariant
 from ledger.events import JournalEvent, When, journal_fields
 from ledger.ids import object_id, transfer_aggregate_id
 from ledger.journal import AVAILABLE, PENDING, Entry, move
@@ -124,6 +124,10 @@ class Transfer(Aggregate):
         return amount
 
     def reverse(self, reversal_id: str, amount_minor: int, when: When) -> Entry:
+        if reversal_id in self.reversals:
+            raise InvalidParameterError(
+                f"reversal {reversal_id} already exists on {self.transfer_id}", param="reversal_id"
+            )
         reversal = move(
             object_id("txn", "transfer_reversal", reversal_id),
             "transfer_reversal",
