@@ -30,7 +30,8 @@ def ledger_env(settings: Settings, *, create_tables: bool) -> dict[str, str]:
         # Tables are created by `sluice db init`, not by every process at start-up: concurrent
         # start-up DDL fails with "tuple concurrently updated".
         "CREATE_TABLE": "y" if create_tables else "n",
-        "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_maxsize),
+        # eventsourcing reads "0" as an unbounded cache; an empty value turns it off.
+        "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_maxsize or ""),
         "IS_SNAPSHOTTING_ENABLED": "y",
     }
     if parsed.scheme == "memory":
