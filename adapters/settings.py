@@ -21,3 +21,5 @@ class Settings(BaseSettings):
     # Fail fast instead of queueing forever behind a stuck writer of the events table.
     postgres_lock_timeout_s: int = Field(default=10, ge=1, le=300)
     sqlite_lock_timeout_s: int = Field(default=10, ge=1, le=300)
+    # HTTP API: how long a GET with Sluice-Min-Position waits for the read models (at most 5 s).
+    http_min_position_wait_s: float = Field(default=5.0, ge=0, le=5)

@@ -1,0 +1,171 @@
+"""The HTTP API's composition: ``create_app(settings)`` for ASGI servers, ``serve`` for the CLI.
+
+With ``run_projector`` the app follows the event log in a background thread (started and
+stopped with the app), so its GETs see writes without a separate ``sluice project run``. Run
+one projector per store: when several API processes share a store, start them without it and
+run the projector once, on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from adapters.bootstrap import bootstrap, read_model
+from adapters.http import errors, reads, writes
+from adapters.http.auth import authorize, authorize_late
+from adapters.http.support import Sluice, reject_unknown_query
+from adapters.settings import Settings
+from ledger.application import Ledger
+from projections.runner import Projector
+from projections.store import ReadModel
+
+log = logging.getLogger("sluice.http")
+
+PROJECTOR_RETRY_S = 1.0
+SHUTDOWN_JOIN_S = 10.0
+BODY_SIZE_MAX = 1_000_000  # bytes; the largest valid request (a 50-part split) is ~5 kB
+
+DESCRIPTION = """\
+Sluice's funds ledger over HTTP, on Stripe's conventions: integer `amount`s in minor units with a
+lowercase `currency`, prefixed ids, list objects paged with `limit` and `starting_after`, errors
+as `{"error": {"type", "code", "message", "param"}}`.
+
+Every POST needs an `Idempotency-Key` header: the same key and body return the first response
+(`Idempotent-Replayed: true`); the same key with another body is a 409. POST responses carry the
+log `position` of their events; a GET sent with `Sluice-Min-Position: <position>` waits (briefly)
+until the read models include it, and every GET served from read models says in `Sluice-Position`
+how far they had got. Lists and statements come as CSV with `Accept: text/csv` or `?format=csv`.
+
+Authenticate with `Authorization: Bearer <key>` (`sluice keys create --role …`).
+"""
+
+
+def _route_id(route: APIRoute) -> str:
+    return route.name
+
+
+def _follow(projector: Projector, stop: threading.Event) -> None:
+    """Runs the projector until ``stop``; a failed batch (e.g. the store restarting) is retried."""
+    while not stop.is_set():
+        try:
+            projector.run_forever(stop)
+        except Exception:
+            log.exception("projector stopped; retrying in %.0f s", PROJECTOR_RETRY_S)
+            stop.wait(PROJECTOR_RETRY_S)
+
+
+def _close_view(view: Any) -> None:
+    datastore = getattr(view, "datastore", None)
+    if datastore is not None and hasattr(datastore, "close"):
+        datastore.close()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    ledger: Ledger | None = None,
+    view: ReadModel | None = None,
+    run_projector: bool = True,
+) -> FastAPI:
+    owns_ledger, owns_view = ledger is None, view is None
+    ledger = ledger if ledger is not None else bootstrap(settings)
+    view = view if view is not None else read_model(settings)
+    sluice = Sluice(
+        settings=settings,
+        ledger=ledger,
+        view=view,
+        projector=Projector(ledger, view),
+        read_wait_s=settings.http_min_position_wait_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        if run_projector:
+            sluice.projector_thread = threading.Thread(
+                target=_follow, args=(sluice.projector, stop), name="sluice-projector", daemon=True
+            )
+            sluice.projector_thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if sluice.projector_thread is not None:
+                sluice.projector_thread.join(SHUTDOWN_JOIN_S)
+            if owns_ledger:
+                ledger.close()
+            if owns_view:
+                _close_view(view)
+
+    app = FastAPI(
+        title="Sluice",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=_route_id,
+    )
+    app.state.sluice = sluice
+    app.add_middleware(errors.BodyLimit, max_bytes=BODY_SIZE_MAX)
+    errors.install(app, authorize_late)
+    guarded = [Depends(authorize), Depends(reject_unknown_query)]
+    app.include_router(reads.health_router, dependencies=guarded)
+    app.include_router(reads.router, dependencies=guarded, responses=errors.COMMON_ERRORS)
+    app.include_router(
+        writes.router,
+        dependencies=guarded,
+        responses=errors.COMMON_ERRORS | errors.WRITE_ERRORS,
+    )
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's schema, corrected: validation errors are 400 envelopes (no 422), and the
+    Idempotency-Key header, checked by hand for its own error code, is required."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for item in schema["paths"].values():
+                for operation in item.values():
+                    operation.get("responses", {}).pop("422", None)
+                    for param in operation.get("parameters", []):
+                        if param["in"] == "header" and param["name"] == "Idempotency-Key":
+                            param["required"] = True
+                            param["schema"] = {"type": "string", "minLength": 1, "maxLength": 255}
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return build
+
+
+def serve(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, run_projector: bool = True
+) -> None:
+    """Serves the API with uvicorn until interrupted (``sluice serve``)."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings, run_projector=run_projector),
+        host=host,
+        port=port,
+        server_header=False,
+        log_level="info",
+    )

@@ -1,0 +1,330 @@
+"""GET routes. Finance queries read the projections (``Sluice-Position`` says how far they had
+got; ``Sluice-Min-Position`` waits for a write to show up); accounts and audit read the log."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from adapters.http.auth import account_filter
+from adapters.http.errors import ApiError, not_found
+from adapters.http.models import ID_PATTERN, TEXT_PATTERN, UNIX_SECONDS_MAX
+from adapters.http.support import (
+    Sluice,
+    csv_response,
+    ctx,
+    instant,
+    json_response,
+    list_response,
+    wants_csv,
+)
+from ledger.errors import SluiceError
+from ledger.money import check_currency
+from projections import queries
+from projections.audit import AUDIT_EVENTS_LIMIT_MAX, events_page, replay
+from projections.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, QueryError
+
+router = APIRouter(tags=["reads"])
+health_router = APIRouter(tags=["health"])
+
+Ctx = Annotated[Sluice, Depends(ctx)]
+AccountId = Annotated[str, Path(min_length=1, max_length=255, pattern=ID_PATTERN)]
+Format = Annotated[
+    Literal["json", "csv"] | None,
+    Query(description="csv for a CSV rendering (or send Accept: text/csv)"),
+]
+Limit = Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)]
+Cursor = Annotated[str | None, Query(min_length=1, max_length=255, pattern=ID_PATTERN)]
+Seconds = Annotated[int | None, Query(ge=0, le=UNIX_SECONDS_MAX, description="unix seconds")]
+Filter = Annotated[str | None, Query(min_length=1, max_length=255, pattern=TEXT_PATTERN)]
+POSITION_MAX = 2**63 - 1
+# The routes served from read models: they honour Sluice-Min-Position.
+FROM_READ_MODELS: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Sluice-Min-Position",
+            "in": "header",
+            "required": False,
+            "description": "Wait (at most a few seconds) until the read models include this log"
+            " position (a POST's `position`). The answer's Sluice-Position says how far they got.",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    ]
+}
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+BALANCE_TRANSACTION_COLUMNS = (
+    "id object account amount available_on created currency description fee fee_details net"
+    " reporting_category source status type".split()
+)
+PAYOUT_COLUMNS = (
+    "id object account amount currency status failure_code created updated timeline".split()
+)
+REVENUE_COLUMNS = "object day currency application_fees application_fee_refunds net count".split()
+MOVEMENT_COLUMNS = (
+    "position entry_id kind event book amount currency effective_at recorded_at".split()
+)
+EVENT_COLUMNS = "position type aggregate_id version data".split()
+
+
+def _require_account(s: Sluice, account_id: str) -> None:
+    if s.ledger.get_account(account_id) is None:
+        raise not_found(f"no such account: {account_id}", "account_id")
+
+
+def _check_cursor(s: Sluice, table: str, cursor: str | None, account: str | None) -> None:
+    """An account key may page only from its own objects (another's id is 'no such object')."""
+    if cursor is None or account is None:
+        return
+    with s.view.read() as tx:
+        tx.execute(f"SELECT account_id FROM {table} WHERE id = %s", (cursor,))
+        row = tx.one()
+    if row is None or row["account_id"] != account:
+        raise QueryError(f"no such object: {cursor}", "starting_after")
+
+
+@health_router.get(
+    "/healthz", name="healthz", summary="Liveness: the store answers; projection positions"
+)
+def healthz(s: Ctx) -> Any:
+    try:
+        head = s.ledger.recorder.max_notification_id() or 0
+        positions = {name: s.projector.position(name) for name in s.projector.projections}
+    except Exception:
+        raise ApiError(
+            503, "store_unavailable", "the store does not answer", type="api_error"
+        ) from None
+    thread = s.projector_thread
+    return JSONResponse(
+        {
+            "status": "ok",
+            "head": head,
+            "projector_running": bool(thread is not None and thread.is_alive()),
+            "projections": {name: {"position": p} for name, p in positions.items()},
+        }
+    )
+
+
+@router.get("/v1/accounts/{account_id}", name="retrieve_account", summary="An account's state")
+def retrieve_account(account_id: AccountId, s: Ctx) -> Any:
+    account = s.ledger.get_account(account_id)
+    if account is None:
+        raise not_found(f"no such account: {account_id}", "account_id")
+    schedule = dict(account.schedule)
+    minimums = schedule.pop("minimum_minor", None) or {}
+    return {
+        "id": account.account_id,
+        "object": "account",
+        "kind": account.kind,
+        "country": account.country,
+        "default_currency": account.default_currency,
+        "verification_status": account.verification_status,
+        "capabilities": dict(account.capabilities),
+        "charges_enabled": account.charges_enabled,
+        "payouts_enabled": account.payouts_enabled,
+        "settings": {"payouts": {"schedule": {**schedule, "minimum_amount": dict(minimums)}}},
+        "closed": account.closed,
+        "livemode": False,
+    }
+
+
+@router.get(
+    "/v1/balances/{account_id}",
+    name="retrieve_balance",
+    openapi_extra=FROM_READ_MODELS,
+    summary="Pending/available/reserved",
+)
+def retrieve_balance(account_id: AccountId, request: Request, s: Ctx) -> Any:
+    _require_account(s, account_id)
+    position = s.read_position(request, ["balances"])
+    return json_response(queries.balance(s.view, account_id), position)
+
+
+@router.get(
+    "/v1/balance_transactions",
+    name="list_balance_transactions",
+    openapi_extra=FROM_READ_MODELS,
+    summary="Balance transactions, newest first",
+)
+def list_balance_transactions(
+    request: Request,
+    s: Ctx,
+    account: Filter = None,
+    currency: Filter = None,
+    type: Filter = None,
+    source: Filter = None,
+    created_gte: Annotated[Seconds, Query(alias="created[gte]")] = None,
+    created_lt: Annotated[Seconds, Query(alias="created[lt]")] = None,
+    limit: Limit = LIST_LIMIT_DEFAULT,
+    starting_after: Cursor = None,
+    format: Format = None,
+) -> Any:
+    account = account_filter(request, account)
+    _check_cursor(s, "rm_balance_transactions", starting_after, account)
+    position = s.read_position(request, ["balance_transactions"])
+    page = queries.list_balance_transactions(
+        s.view,
+        account=account,
+        currency=currency,
+        type=type,
+        source=source,
+        created_gte=created_gte,
+        created_lt=created_lt,
+        limit=limit,
+        starting_after=starting_after,
+    )
+    return list_response(
+        request,
+        page.data,
+        page.has_more,
+        position,
+        wants_csv(request, format),
+        BALANCE_TRANSACTION_COLUMNS,
+    )
+
+
+@router.get(
+    "/v1/payouts",
+    name="list_payouts",
+    openapi_extra=FROM_READ_MODELS,
+    summary="Payouts, newest first",
+)
+def list_payouts(
+    request: Request,
+    s: Ctx,
+    account: Filter = None,
+    status: Annotated[
+        Literal["pending", "in_transit", "paid", "failed", "canceled"] | None, Query()
+    ] = None,
+    limit: Limit = LIST_LIMIT_DEFAULT,
+    starting_after: Cursor = None,
+    format: Format = None,
+) -> Any:
+    account = account_filter(request, account)
+    _check_cursor(s, "rm_payouts", starting_after, account)
+    position = s.read_position(request, ["payouts"])
+    page = queries.list_payouts(
+        s.view, account=account, status=status, limit=limit, starting_after=starting_after
+    )
+    return list_response(
+        request, page.data, page.has_more, position, wants_csv(request, format), PAYOUT_COLUMNS
+    )
+
+
+@router.get(
+    "/v1/accounts/{account_id}/statement",
+    name="retrieve_statement",
+    openapi_extra=FROM_READ_MODELS,
+    summary="Opening balance, movements, closing balance for from ≤ created < to",
+)
+def retrieve_statement(
+    account_id: AccountId,
+    request: Request,
+    s: Ctx,
+    currency: Annotated[str, Query(min_length=1, max_length=8, pattern=ID_PATTERN)],
+    start: Annotated[Seconds, Query(alias="from")] = None,
+    end: Annotated[Seconds, Query(alias="to")] = None,
+    format: Format = None,
+) -> Any:
+    try:
+        check_currency(currency)
+    except SluiceError as error:
+        raise ApiError(400, error.code, error.message, param="currency") from None
+    _require_account(s, account_id)
+    position = s.read_position(request, ["balance_transactions"])
+    result = queries.statement(
+        s.view,
+        account_id,
+        currency,
+        0 if start is None else start,
+        UNIX_SECONDS_MAX + 1 if end is None else end,
+    )
+    if wants_csv(request, format):
+        return csv_response(
+            result["movements"],
+            BALANCE_TRANSACTION_COLUMNS,
+            position,
+            {
+                "Sluice-Opening-Balance": str(result["opening_balance"]),
+                "Sluice-Closing-Balance": str(result["closing_balance"]),
+            },
+        )
+    return json_response(result, position)
+
+
+def _day(value: str, param: str) -> str:
+    try:
+        if not DAY.match(value):
+            raise ValueError(value)
+        date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(
+            400, "parameter_invalid", f"{param} is a day, YYYY-MM-DD", param=param
+        ) from None
+    return value
+
+
+@router.get(
+    "/v1/revenue",
+    name="retrieve_revenue",
+    openapi_extra=FROM_READ_MODELS,
+    summary="Platform fee revenue per day",
+)
+def retrieve_revenue(
+    request: Request,
+    s: Ctx,
+    start: Annotated[str, Query(alias="from", description="first day, YYYY-MM-DD")],
+    end: Annotated[str, Query(alias="to", description="day after the last, YYYY-MM-DD")],
+    format: Format = None,
+) -> Any:
+    day_from, day_to = _day(start, "from"), _day(end, "to")
+    if day_to <= day_from:
+        raise ApiError(400, "parameter_invalid", "to must be after from", param="to")
+    position = s.read_position(request, ["revenue"])
+    rows = queries.revenue(s.view, day_from, day_to)
+    return list_response(
+        request, rows, False, position, wants_csv(request, format), REVENUE_COLUMNS
+    )
+
+
+@router.get(
+    "/v1/audit/balances/{account_id}",
+    name="audit_balances",
+    summary="Balances and movements replayed from the events (as_of, recorded_as_of)",
+)
+def audit_balances(
+    account_id: AccountId,
+    request: Request,
+    s: Ctx,
+    as_of: Seconds = None,
+    recorded_as_of: Seconds = None,
+    format: Format = None,
+) -> Any:
+    _require_account(s, account_id)
+    result = replay(
+        s.ledger, account_id, as_of=instant(as_of), recorded_as_of=instant(recorded_as_of)
+    )
+    if wants_csv(request, format):
+        return csv_response(result.movements, MOVEMENT_COLUMNS, result.position)
+    return json_response(result.as_dict(), result.position)
+
+
+@router.get("/v1/audit/events", name="audit_events", summary="The raw event log, in order")
+def audit_events(
+    request: Request,
+    s: Ctx,
+    after: Annotated[int, Query(ge=0, le=POSITION_MAX, description="log position")] = 0,
+    limit: Annotated[int, Query(ge=1, le=AUDIT_EVENTS_LIMIT_MAX)] = 100,
+    format: Format = None,
+) -> Any:
+    page = events_page(s.ledger, after, limit)
+    data = page["data"]
+    if wants_csv(request, format):
+        return list_response(
+            request, data, page["has_more"], None, True, EVENT_COLUMNS, ("after", "position")
+        )
+    return {**page, "url": request.url.path}
