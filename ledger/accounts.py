@@ -118,8 +118,12 @@ class ConnectedAccount(Aggregate):
     ) -> ConnectedAccount:
         if not isinstance(account_id, str) or not account_id.startswith("acct_"):
             raise InvalidParameterError("account id must start with 'acct_'", param="account")
-        if len(account_id) > 64:
-            raise InvalidParameterError("account id is longer than 64 characters", param="account")
+        if len(account_id) > 64 or not all(
+            ch.isascii() and (ch.isalnum() or ch == "_") for ch in account_id
+        ):
+            raise InvalidParameterError(
+                "account ids are at most 64 letters, digits and _", param="account"
+            )
         _choice(kind, ACCOUNT_KINDS, "kind")
         if not isinstance(country, str) or len(country) != 2 or not country.isupper():
             raise InvalidParameterError("country must be an ISO 3166 alpha-2 code", param="country")

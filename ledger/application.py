@@ -377,6 +377,7 @@ class Ledger(Application[UUID]):
                 f"idempotency_key is 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters",
                 param="idempotency_key",
             )
+        command.check_text()
         when = When(check_instant(command.effective_at, "effective_at"), recorded_at)
         scope = Scope(batch, when)
         fingerprint = command.fingerprint()

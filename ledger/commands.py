@@ -9,7 +9,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
+from ledger.errors import InvalidParameterError
 from ledger.splits import SplitPart
+
+TEXT_LEN_MAX = 255
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,6 +20,21 @@ class Command:
     name: ClassVar[str] = "command"
     idempotency_key: str
     effective_at: datetime
+
+    def check_text(self) -> None:
+        """Every string parameter is printable text: control characters (NUL above all) would
+        be stored in events forever and break read models and exports downstream."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            texts = [value] if isinstance(value, str) else []
+            if isinstance(value, dict):
+                texts = [str(k) for k in value] + [v for v in value.values() if isinstance(v, str)]
+            for text in texts:
+                if len(text) > TEXT_LEN_MAX or not text.isprintable():
+                    raise InvalidParameterError(
+                        f"{f.name} must be printable text of at most {TEXT_LEN_MAX} characters",
+                        param=f.name,
+                    )
 
     def fingerprint(self) -> str:
         """Hash of the parameters. The key and the effective instant are not parameters: a

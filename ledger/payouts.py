@@ -132,8 +132,14 @@ class Payout(Aggregate):
 
     def fail(self, failure_code: str, when: When) -> None:
         self._require(FAILED)
-        if not isinstance(failure_code, str) or not 0 < len(failure_code) <= FAILURE_CODE_MAX_LEN:
-            raise InvalidParameterError("failure_code is a short string", param="failure_code")
+        if (
+            not isinstance(failure_code, str)
+            or not 0 < len(failure_code) <= FAILURE_CODE_MAX_LEN
+            or not all(ch.isascii() and (ch.isalnum() or ch == "_") for ch in failure_code)
+        ):
+            raise InvalidParameterError(
+                "failure_code is a short code of letters, digits and _", param="failure_code"
+            )
         # A paid payout that bounces comes back from the bank; otherwise from transit.
         source = BANK if self.status == PAID else PAYOUTS_IN_TRANSIT
         returned = move(
