@@ -517,12 +517,15 @@ def keys_create(
 def serve_cmd(
     host: str = "127.0.0.1",
     port: int = 8000,
+    projector: Annotated[
+        bool, typer.Option(help="Run the read models in this process (one projector per store)")
+    ] = True,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Serve the HTTP API (with an embedded projector)."""
+    """Serve the HTTP API (with an embedded projector unless --no-projector)."""
     from adapters.http.app import serve
 
-    serve(_settings(database_url), host=host, port=port)
+    serve(_settings(database_url), host=host, port=port, run_projector=projector)
 
 
 def main() -> None:
