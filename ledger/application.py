@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -21,7 +21,7 @@ from eventsourcing.persistence import RecordConflictError
 
 from ledger import commands as c
 from ledger.accounts import ConnectedAccount
-from ledger.balances import Balance
+from ledger.balances import LOTS_MAX, Balance
 from ledger.errors import (
     AccountExistsError,
     AccountNotFoundError,
@@ -32,6 +32,7 @@ from ledger.errors import (
     InvalidParameterError,
     PaymentNotFoundError,
     PayoutNotFoundError,
+    PendingLotsExceededError,
     SluiceError,
     SplitRuleError,
     TransferNotFoundError,
@@ -233,6 +234,12 @@ class Scope:
             for on, (pending, available, reserved), ids in groups:
                 if pending == available == reserved == 0:
                     continue
+                if pending and on is not None and not balance.can_hold_lot(on):
+                    raise PendingLotsExceededError(
+                        f"{owner} has {LOTS_MAX} distinct pending available_on instants in "
+                        f"{currency}; release funds first or use day-granular available_on",
+                        param="available_on",
+                    )
                 balance.post(
                     self.when,
                     ids,
@@ -684,7 +691,9 @@ def _record_payment(s: Scope, cmd: c.RecordPayment) -> dict[str, str]:
             cmd.account_id if cmd.charge_type == "direct" else s.platform_account_id
         )
         delay = int(s.account(settles_on).schedule["delay_days"]) if settles_on else 0
-        available_on = s.when.effective_at + timedelta(days=delay)
+        # Stripe's available_on falls on a UTC midnight; day buckets also keep pending lots few.
+        day = s.when.effective_at.astimezone(UTC).date() + timedelta(days=delay)
+        available_on = datetime(day.year, day.month, day.day, tzinfo=UTC)
     check_instant(available_on, "available_on")
     payment = Payment.capture(
         s.when,

@@ -104,6 +104,9 @@ class Balance(Aggregate):
     def due_minor(self, until: datetime) -> int:
         return sum(_amount(lot) for lot in self.lots if _instant(lot[0]) <= until)
 
+    def can_hold_lot(self, available_on: datetime) -> bool:
+        return len(self.lots) < LOTS_MAX or any(lot[0] == available_on for lot in self.lots)
+
     def is_released(self, available_on: datetime) -> bool:
         return self.released_through is not None and available_on <= self.released_through
 

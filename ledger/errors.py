@@ -106,6 +106,10 @@ class InvalidTransitionError(SluiceError):
     http_status = 409
 
 
+class PendingLotsExceededError(SluiceError):
+    code = "pending_lots_exceeded"
+
+
 class SplitRuleError(SluiceError):
     code = "split_rule_invalid"
 

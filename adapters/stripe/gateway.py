@@ -1,0 +1,357 @@
+"""Stripe outbound: a small port and its implementation on ``stripe.StripeClient``.
+
+Every POST carries a deterministic ``Idempotency-Key`` derived from the Sluice command that asked
+for it (never a random one), so a retry, a redelivered message or a crash repeats nothing at
+Stripe. Calls on connected accounts pass ``stripe_account``. Timeouts and retries are explicit.
+Stripe's errors become ``GatewayError``s that say whether retrying can help.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+from ledger.errors import SluiceError
+
+STRIPE_TIMEOUT_S = 30
+STRIPE_MAX_NETWORK_RETRIES = 3
+BALANCE_TRANSACTIONS_PAGE_SIZE = 100
+BALANCE_TRANSACTIONS_MAX = 1_000_000  # an explicit bound on one auto-paginated listing
+IDEMPOTENCY_KEY_LEN_MAX = 255
+
+
+class GatewayError(SluiceError):
+    """Stripe refused or could not be reached. ``retryable``: may succeed if tried again with
+    the same idempotency key (network, 5xx, rate limit, lock timeout)."""
+
+    code = "stripe_error"
+    http_status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        stripe_code: str | None = None,
+        param: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self.retryable = retryable
+        self.stripe_code = stripe_code
+        self.stripe_http_status = http_status
+        if stripe_code:
+            self.code = f"stripe_{stripe_code}"
+
+
+def map_stripe_error(error: stripe.StripeError) -> GatewayError:
+    """Stripe's exception classes → retryable or not. Business refusals are never retried."""
+    status = getattr(error, "http_status", None)
+    code = getattr(error, "code", None)
+    param = getattr(error, "param", None)
+    message = getattr(error, "user_message", None) or str(error) or type(error).__name__
+    retryable = (
+        isinstance(error, stripe.APIConnectionError | stripe.RateLimitError)
+        or (isinstance(error, stripe.APIError) and (status is None or status >= 500))
+        or code == "lock_timeout"
+    )
+    if isinstance(error, stripe.IdempotencyError):
+        retryable = False  # same key, other parameters: a bug on our side, not a blip
+    return GatewayError(
+        message, retryable=retryable, stripe_code=code, param=param, http_status=status
+    )
+
+
+def idempotency_key(*parts: str) -> str:
+    """A deterministic key from the command's natural key, within Stripe's 255 characters."""
+    key = "sluice:" + ":".join(parts)
+    if len(key) <= IDEMPOTENCY_KEY_LEN_MAX:
+        return key
+    return "sluice:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StripeObject:
+    """What Sluice needs back from a Stripe call: the id, and the raw object for facts."""
+
+    id: str
+    data: dict[str, Any]
+
+
+class StripeGateway(ABC):
+    """The port. Every method that changes something takes the idempotency key explicitly."""
+
+    @abstractmethod
+    def create_transfer(
+        self,
+        *,
+        destination: str,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        source_transaction: str | None = None,
+        transfer_group: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> StripeObject: ...
+
+    @abstractmethod
+    def reverse_transfer(
+        self,
+        transfer_id: str,
+        *,
+        amount: int | None,
+        idempotency_key: str,
+        refund_application_fee: bool = False,
+    ) -> StripeObject: ...
+
+    @abstractmethod
+    def create_refund(
+        self,
+        *,
+        charge: str,
+        amount: int | None,
+        idempotency_key: str,
+        reverse_transfer: bool = False,
+        refund_application_fee: bool = False,
+        stripe_account: str | None = None,
+    ) -> StripeObject: ...
+
+    @abstractmethod
+    def refund_application_fee(
+        self, fee_id: str, *, amount: int | None, idempotency_key: str
+    ) -> StripeObject: ...
+
+    @abstractmethod
+    def create_payout(
+        self,
+        *,
+        account: str,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+    ) -> StripeObject: ...
+
+    @abstractmethod
+    def retrieve_payout(self, payout_id: str, *, account: str) -> StripeObject: ...
+
+    @abstractmethod
+    def list_payouts(self, *, account: str, limit: int = 100) -> list[StripeObject]: ...
+
+    @abstractmethod
+    def retrieve_balance(self, *, account: str | None = None) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def balance_transactions(
+        self, *, account: str | None = None, **filters: Any
+    ) -> Iterator[StripeObject]: ...
+
+    @abstractmethod
+    def retrieve_account(self, account: str) -> StripeObject: ...
+
+    @abstractmethod
+    def retrieve_charge(self, charge_id: str, *, account: str | None = None) -> StripeObject: ...
+
+    @abstractmethod
+    def retrieve_balance_transaction(
+        self, txn_id: str, *, account: str | None = None
+    ) -> StripeObject: ...
+
+
+def _obj(value: Any) -> StripeObject:
+    data = value.to_dict() if hasattr(value, "to_dict") else dict(value)
+    return StripeObject(str(data["id"]), data)
+
+
+class StripeClientGateway(StripeGateway):
+    """The real implementation over HTTP, for Stripe itself or the sandbox (``api_base``)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        timeout_s: float = STRIPE_TIMEOUT_S,
+        max_network_retries: int = STRIPE_MAX_NETWORK_RETRIES,
+    ) -> None:
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=max_network_retries,
+            http_client=stripe.RequestsClient(timeout=timeout_s),
+        )
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except stripe.StripeError as error:
+            raise map_stripe_error(error) from error
+
+    @staticmethod
+    def _options(idempotency_key: str | None = None, account: str | None = None) -> Any:
+        options: dict[str, str] = {}
+        if idempotency_key is not None:
+            options["idempotency_key"] = idempotency_key
+        if account is not None:
+            options["stripe_account"] = account
+        return options
+
+    def create_transfer(
+        self,
+        *,
+        destination: str,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        source_transaction: str | None = None,
+        transfer_group: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> StripeObject:
+        params: dict[str, Any] = {
+            "destination": destination,
+            "amount": amount,
+            "currency": currency,
+        }
+        if source_transaction:
+            params["source_transaction"] = source_transaction
+        if transfer_group:
+            params["transfer_group"] = transfer_group
+        if metadata:
+            params["metadata"] = metadata
+        return _obj(
+            self._call(self.client.v1.transfers.create, params, self._options(idempotency_key))
+        )
+
+    def reverse_transfer(
+        self,
+        transfer_id: str,
+        *,
+        amount: int | None,
+        idempotency_key: str,
+        refund_application_fee: bool = False,
+    ) -> StripeObject:
+        params: dict[str, Any] = {}
+        if amount is not None:
+            params["amount"] = amount
+        if refund_application_fee:
+            params["refund_application_fee"] = True
+        return _obj(
+            self._call(
+                self.client.v1.transfers.reversals.create,
+                transfer_id,
+                params,
+                self._options(idempotency_key),
+            )
+        )
+
+    def create_refund(
+        self,
+        *,
+        charge: str,
+        amount: int | None,
+        idempotency_key: str,
+        reverse_transfer: bool = False,
+        refund_application_fee: bool = False,
+        stripe_account: str | None = None,
+    ) -> StripeObject:
+        params: dict[str, Any] = {"charge": charge}
+        if amount is not None:
+            params["amount"] = amount
+        if reverse_transfer:
+            params["reverse_transfer"] = True
+        if refund_application_fee:
+            params["refund_application_fee"] = True
+        return _obj(
+            self._call(
+                self.client.v1.refunds.create,
+                params,
+                self._options(idempotency_key, stripe_account),
+            )
+        )
+
+    def refund_application_fee(
+        self, fee_id: str, *, amount: int | None, idempotency_key: str
+    ) -> StripeObject:
+        params: dict[str, Any] = {} if amount is None else {"amount": amount}
+        return _obj(
+            self._call(
+                self.client.v1.application_fees.refunds.create,
+                fee_id,
+                params,
+                self._options(idempotency_key),
+            )
+        )
+
+    def create_payout(
+        self,
+        *,
+        account: str,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+    ) -> StripeObject:
+        params: dict[str, Any] = {"amount": amount, "currency": currency}
+        if metadata:
+            params["metadata"] = metadata
+        return _obj(
+            self._call(
+                self.client.v1.payouts.create, params, self._options(idempotency_key, account)
+            )
+        )
+
+    def retrieve_payout(self, payout_id: str, *, account: str) -> StripeObject:
+        return _obj(
+            self._call(
+                self.client.v1.payouts.retrieve, payout_id, {}, self._options(account=account)
+            )
+        )
+
+    def list_payouts(self, *, account: str, limit: int = 100) -> list[StripeObject]:
+        page = self._call(
+            self.client.v1.payouts.list, {"limit": limit}, self._options(account=account)
+        )
+        return [_obj(p) for p in page.data]
+
+    def retrieve_balance(self, *, account: str | None = None) -> dict[str, Any]:
+        balance = self._call(self.client.v1.balance.retrieve, {}, self._options(account=account))
+        return dict(balance.to_dict())
+
+    def balance_transactions(
+        self, *, account: str | None = None, **filters: Any
+    ) -> Iterator[StripeObject]:
+        params = {"limit": BALANCE_TRANSACTIONS_PAGE_SIZE, **filters}
+        page = self._call(
+            self.client.v1.balance_transactions.list, params, self._options(account=account)
+        )
+        for n, txn in enumerate(page.auto_paging_iter()):
+            if n >= BALANCE_TRANSACTIONS_MAX:
+                raise GatewayError("too many balance transactions for one listing", retryable=False)
+            yield _obj(txn)
+
+    def retrieve_account(self, account: str) -> StripeObject:
+        return _obj(self._call(self.client.v1.accounts.retrieve, account))
+
+    def retrieve_charge(self, charge_id: str, *, account: str | None = None) -> StripeObject:
+        return _obj(
+            self._call(
+                self.client.v1.charges.retrieve, charge_id, {}, self._options(account=account)
+            )
+        )
+
+    def retrieve_balance_transaction(
+        self, txn_id: str, *, account: str | None = None
+    ) -> StripeObject:
+        return _obj(
+            self._call(
+                self.client.v1.balance_transactions.retrieve,
+                txn_id,
+                {},
+                self._options(account=account),
+            )
+        )
