@@ -528,6 +528,18 @@ def serve_cmd(
     serve(_settings(database_url), host=host, port=port, run_projector=projector)
 
 
+@app.command("sandbox")
+def sandbox_cmd(
+    port: int = 12111,
+    host: str = "127.0.0.1",
+    seed: Annotated[int, typer.Option(help="Makes ids and chaos reproducible")] = 0,
+) -> None:
+    """Serve the stateful Stripe Connect sandbox (Stripe's API subset Sluice uses)."""
+    from adapters.stripe.sandbox import run_sandbox
+
+    run_sandbox(host=host, port=port, seed=seed)
+
+
 def main() -> None:
     try:
         app()

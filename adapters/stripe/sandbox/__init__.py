@@ -1,0 +1,70 @@
+"""A stateful, in-memory sandbox of the Stripe API subset Sluice uses, served over real HTTP.
+
+Stripe cannot be reached from here and no installable emulator covers Connect with state, so
+this package plays Stripe for the real `stripe` SDK (16.x, API version `2026-10-28.endive`):
+
+    with Sandbox(seed=7, webhook_delivery="manual") as sb:
+        client = sb.client()    # stripe.StripeClient(key, base_addresses={"api": sb.base_url})
+        ...
+        sb.advance(2 * 86_400)  # the sandbox clock: funds settle, payouts move, webhooks go out
+
+Behaviour follows `reference/stripe-connect.md`; where Stripe does not document a behaviour the
+code says so in a comment starting `# Undocumented:`. Settings: `SandboxSettings` (fees, delays,
+webhook retries, …; see `settings.py`). Served from the command line by `run_sandbox(host, port,
+**settings)` (`main(port)` for `sluice sandbox --port N`).
+
+Stripe API served (`/v1`, secret key auth, `Stripe-Account`, `Idempotency-Key`, `expand[]`):
+- accounts: create (legacy `type` or `controller`), retrieve, update, list, `GET /v1/account`;
+  capabilities, `charges_enabled`, `payouts_enabled`, `settings.payouts.schedule`; external bank
+  accounts (inline `external_account` hash with test account/routing numbers) create/list/get.
+- payment_intents: create (`confirm`), retrieve, update, list, confirm, cancel; test methods
+  `pm_card_visa` (pending until `available_on`), `pm_card_bypassPending` (available at once),
+  `pm_card_chargeDeclined` (402 `card_declined`), `pm_card_chargeDeclinedInsufficientFunds`,
+  `pm_card_createDispute` (succeeds, then disputed), `pm_card_mastercard`, `pm_card_visa_debit`;
+  direct (`Stripe-Account`), destination (`transfer_data[destination|amount]`,
+  `application_fee_amount`, `on_behalf_of`) and separate charges (`transfer_group`).
+- charges (incl. `py_…` destination payments): retrieve, list.
+- balance; balance_transactions: retrieve, list (`type`, `source`, `payout`, `currency`,
+  `created`, cursors).
+- transfers (`source_transaction` rules, available-balance check): create, retrieve, list;
+  reversals: create, retrieve, list.
+- refunds (`reverse_transfer`, `refund_application_fee`, proportional): create, retrieve, list.
+- application_fees: retrieve, list; their refunds: create, retrieve, list.
+- payouts (standard): create, retrieve, list, cancel; clock-driven pending → in_transit → paid,
+  failures by Stripe's test bank accounts (000111111113 account_closed, 000222222227
+  insufficient_funds, 000333333335 debit_not_authorized, 000444444440 invalid_currency; 000111111116
+  no_account after first showing paid); automatic payouts on daily/weekly/monthly schedules.
+- disputes: retrieve, list, update (evidence, `winning_evidence` / `losing_evidence`), close.
+- topups (platform): create, retrieve, list.
+- events: retrieve, list; webhook_endpoints: create, retrieve, update, list, delete, with
+  signed, retried delivery (`connect=true` endpoints get connected accounts' events).
+
+Not covered: manual capture, customers, payment methods beyond the test ids above, setup
+intents, tokens, instant payouts, payout reversals, top-up cancel/failure, refund failures or
+pending refunds, cross-currency settlement (`exchange_rate` is always null), connect reserves and
+negative-balance recovery, account onboarding/requirements, capabilities endpoints, persons,
+balance settings, search endpoints, thin (v2) events, rate limits, `Stripe-Version` rendering.
+
+Control routes (not Stripe's; no auth): `GET /_sandbox/info`, `GET /_sandbox/clock`,
+`POST /_sandbox/clock/advance` (`seconds`, `deliver_webhooks`), `POST /_sandbox/webhooks/flush`,
+`GET|POST /_sandbox/webhooks/chaos` (`duplicate`, `duplicate_count`, `reorder`, `delay_seconds`,
+`seed`), `GET /_sandbox/webhooks/attempts`, `POST /_sandbox/reset`,
+`POST /_sandbox/payouts/{id}/fail` (`failure_code`), `POST /_sandbox/disputes/{id}/resolve`
+(`outcome` won|lost). Bodies may be JSON or form-encoded.
+"""
+
+from adapters.stripe.sandbox.app import create_sandbox_app
+from adapters.stripe.sandbox.server import Sandbox, main, run_sandbox
+from adapters.stripe.sandbox.settings import FeeRule, SandboxSettings, parse_fee_rules
+from adapters.stripe.sandbox.state import SandboxState
+
+__all__ = [
+    "FeeRule",
+    "Sandbox",
+    "SandboxSettings",
+    "SandboxState",
+    "create_sandbox_app",
+    "main",
+    "parse_fee_rules",
+    "run_sandbox",
+]
