@@ -143,9 +143,9 @@ class ConnectedAccount(Aggregate):
     def aggregate_id(self) -> UUID:
         return self.id
 
-    def require_open(self) -> None:
+    def require_open(self, param: str = "account") -> None:
         if self.closed:
-            raise AccountClosedError(f"account {self.account_id} is closed", param="account")
+            raise AccountClosedError(f"account {self.account_id} is closed", param=param)
 
     def require_payouts_enabled(self) -> None:
         self.require_open()

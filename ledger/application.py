@@ -33,6 +33,7 @@ from ledger.errors import (
     PaymentNotFoundError,
     PayoutNotFoundError,
     PendingLotsExceededError,
+    RefundExceedsChargeError,
     SluiceError,
     SplitRuleError,
     TransferNotFoundError,
@@ -54,7 +55,7 @@ from ledger.money import check_amount, check_currency
 from ledger.payments import Payment
 from ledger.payouts import Payout
 from ledger.records import CommandRecord
-from ledger.splits import allocate
+from ledger.splits import SplitPart, allocate
 from ledger.transfers import Transfer
 
 BATCH_SIZE_MAX = 1_000
@@ -145,7 +146,12 @@ class Scope:
         invariant(isinstance(found, cls), f"{aggregate_id} is not a {cls.__name__}")
         return cast(A, found)
 
-    def add(self, aggregate: Aggregate) -> None:
+    def add(self, aggregate: Aggregate, *, param: str | None = None) -> None:
+        """Adds a new aggregate. With ``param``, first refuses an id that already exists (in
+        the store or earlier in the batch) as that parameter's mistake: creating it anyway
+        would overwrite it in the batch or fail the whole save on the store's unique key."""
+        if param is not None and self.find(aggregate.id, Aggregate) is not None:
+            raise InvalidParameterError(f"{param} already exists", param=param)
         invariant(aggregate.id not in self._touched, "aggregate added twice")
         self._touched[aggregate.id] = aggregate
         self._seen_events[aggregate.id] = 0
@@ -168,7 +174,7 @@ class Scope:
 
     def open_account(self, account_id: object, param: str = "account") -> ConnectedAccount:
         account = self.account(account_id, param)
-        account.require_open()
+        account.require_open(param)
         return account
 
     def balance(self, account_id: str, currency: str) -> Balance:
@@ -258,6 +264,22 @@ class Scope:
 
 
 Handler = Callable[[Scope, Any], dict[str, str]]
+UseCase = Callable[..., CommandResult]
+
+
+def _use_case(command: type[c.Command]) -> UseCase:
+    """A Ledger method that builds ``command`` from keyword arguments and executes it; the
+    effective instant defaults to the clock's now."""
+
+    def run(
+        self: Ledger, *, idempotency_key: str, effective_at: datetime | None = None, **kw: Any
+    ) -> CommandResult:
+        when = effective_at if effective_at is not None else self.clock()
+        return self.execute(command(idempotency_key=idempotency_key, effective_at=when, **kw))
+
+    run.__name__ = run.__qualname__ = command.name
+    run.__doc__ = f"Executes ``{command.__name__}``; raises its SluiceError when refused."
+    return run
 
 
 class Ledger(Application[UUID]):
@@ -353,7 +375,7 @@ class Ledger(Application[UUID]):
 
     def _run_batch(self, commands: Sequence[c.Command]) -> list[CommandResult]:
         probe = [command_record_id(str(cmd.idempotency_key)) for cmd in commands]
-        probe += [i for cmd in commands if (i := _created_id(cmd)) is not None]
+        probe += [i for cmd in commands for i in _created_ids(cmd)]
         batch = _Batch(self, self.absence_probe(probe))
         recorded_at = self.clock()
         outcomes: list[tuple[CommandResult, list[tuple[UUID, int]]]] = []
@@ -401,161 +423,26 @@ class Ledger(Application[UUID]):
         scope.add(CommandRecord.accept(key, command.name, fingerprint, ids, recorded_at))
         return CommandResult(command.name, key, ids=ids), scope.commit()
 
-    # Use cases ----------------------------------------------------------------------------
+    # Use cases: one method per command, e.g. ``ledger.record_payment(idempotency_key=…, …)``.
 
-    def _now(self, effective_at: datetime | None) -> datetime:
-        return effective_at if effective_at is not None else self.clock()
-
-    def open_account(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.OpenAccount(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def update_account(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.UpdateAccount(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def set_payout_schedule(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.SetPayoutSchedule(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def close_account(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.CloseAccount(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def record_payment(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.RecordPayment(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def create_transfer(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.CreateTransfer(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def reverse_transfer(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.ReverseTransfer(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def refund_payment(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.RefundPayment(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def open_dispute(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.OpenDispute(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def close_dispute(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.CloseDispute(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def release_funds(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.ReleaseFunds(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def top_up(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.TopUp(idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs)
-        )
-
-    def request_payout(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.RequestPayout(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def mark_payout_in_transit(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.MarkPayoutInTransit(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def mark_payout_paid(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.MarkPayoutPaid(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def fail_payout(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.FailPayout(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
-
-    def cancel_payout(
-        self, *, idempotency_key: str, effective_at: datetime | None = None, **kwargs: Any
-    ) -> CommandResult:
-        return self.execute(
-            c.CancelPayout(
-                idempotency_key=idempotency_key, effective_at=self._now(effective_at), **kwargs
-            )
-        )
+    open_account = _use_case(c.OpenAccount)
+    update_account = _use_case(c.UpdateAccount)
+    set_payout_schedule = _use_case(c.SetPayoutSchedule)
+    close_account = _use_case(c.CloseAccount)
+    record_payment = _use_case(c.RecordPayment)
+    create_transfer = _use_case(c.CreateTransfer)
+    reverse_transfer = _use_case(c.ReverseTransfer)
+    refund_payment = _use_case(c.RefundPayment)
+    refund_application_fee = _use_case(c.RefundApplicationFee)
+    open_dispute = _use_case(c.OpenDispute)
+    close_dispute = _use_case(c.CloseDispute)
+    release_funds = _use_case(c.ReleaseFunds)
+    top_up = _use_case(c.TopUp)
+    request_payout = _use_case(c.RequestPayout)
+    mark_payout_in_transit = _use_case(c.MarkPayoutInTransit)
+    mark_payout_paid = _use_case(c.MarkPayoutPaid)
+    fail_payout = _use_case(c.FailPayout)
+    cancel_payout = _use_case(c.CancelPayout)
 
     # Queries (the write side's own state; finance queries belong to projections) -----------
 
@@ -611,15 +498,25 @@ class Ledger(Application[UUID]):
         return per_currency, per_book
 
 
-def _created_id(cmd: c.Command) -> UUID | None:
-    """The aggregate a command would create, when its id is known before it runs."""
+def _created_ids(cmd: c.Command) -> list[UUID]:
+    """Aggregates a command would create, when their ids are known before it runs: probing
+    them with the batch (one query) makes the existence checks of ``Scope.add`` free."""
     if isinstance(cmd, c.RecordPayment):
-        return payment_aggregate_id(cmd.payment_id or object_id("py", cmd.idempotency_key))
+        payment_id = cmd.payment_id or object_id("py", cmd.idempotency_key)
+        ids = [payment_aggregate_id(payment_id)]
+        if cmd.charge_type == "destination":
+            ids.append(transfer_aggregate_id(cmd.transfer_id or object_id("tr", payment_id)))
+        ids += [
+            transfer_aggregate_id(object_id("tr", payment_id, part.account_id))
+            for part in cmd.split
+            if isinstance(part, SplitPart)
+        ]
+        return ids
     if isinstance(cmd, c.RequestPayout):
-        return payout_aggregate_id(cmd.payout_id or object_id("po", cmd.idempotency_key))
+        return [payout_aggregate_id(cmd.payout_id or object_id("po", cmd.idempotency_key))]
     if isinstance(cmd, c.CreateTransfer):
-        return transfer_aggregate_id(cmd.transfer_id or object_id("tr", cmd.idempotency_key))
-    return None
+        return [transfer_aggregate_id(cmd.transfer_id or object_id("tr", cmd.idempotency_key))]
+    return []
 
 
 # Handlers: one per command. They validate everything before they change anything they cannot
@@ -709,7 +606,13 @@ def _record_payment(s: Scope, cmd: c.RecordPayment) -> dict[str, str]:
         transfer_group=cmd.transfer_group,
         transfer_amount_minor=cmd.transfer_amount_minor,
         available_on=available_on,
+        transfer_id=cmd.transfer_id,
+        application_fee_id=cmd.application_fee_id,
     )
+    if cmd.transfer_id is not None and cmd.charge_type != "destination":
+        raise InvalidParameterError(
+            "transfer_id names a destination charge's transfer", param="transfer_id"
+        )
     s.add(payment)
     ids = {"payment": payment_id}
     if payment.destination_transfer_id is not None:
@@ -725,7 +628,8 @@ def _record_payment(s: Scope, cmd: c.RecordPayment) -> dict[str, str]:
                 source_payment_id=payment_id,
                 transfer_group=cmd.transfer_group,
                 pending_until=available_on,
-            )
+            ),
+            param="transfer_id",
         )
         ids["transfer"] = payment.destination_transfer_id
     if cmd.split:
@@ -751,11 +655,12 @@ def _record_payment(s: Scope, cmd: c.RecordPayment) -> dict[str, str]:
                     source_payment_id=payment_id,
                     transfer_group=cmd.transfer_group or f"group_{payment_id}",
                     pending_until=available_on,
-                )
+                ),
+                param="split",
             )
             ids[f"transfer_{n}"] = transfer_id
     if payment.application_fee_minor:
-        ids["application_fee"] = object_id("fee", payment_id)
+        ids["application_fee"] = cmd.application_fee_id or object_id("fee", payment_id)
     return ids
 
 
@@ -823,14 +728,38 @@ def _refund_payment(s: Scope, cmd: c.RefundPayment) -> dict[str, str]:
     amount, reversal, fee_refund = payment.plan_refund(
         cmd.amount_minor, cmd.reverse_transfer, cmd.refund_application_fee
     )
+    # Facts reported by Stripe replace Sluice's own proportional estimate.
+    if cmd.reversal_minor is not None:
+        if not cmd.reverse_transfer:
+            raise InvalidParameterError(
+                "reversal_minor needs reverse_transfer", param="reversal_minor"
+            )
+        reversal = check_amount(
+            cmd.reversal_minor, payment.currency, "reversal_minor", allow_zero=True
+        )
+    if cmd.application_fee_refund_minor is not None:
+        fee_refund = check_amount(
+            cmd.application_fee_refund_minor,
+            payment.currency,
+            "application_fee_refund_minor",
+            allow_zero=True,
+        )
+        if fee_refund > payment.application_fee_minor - payment.application_fee_refunded_minor:
+            raise RefundExceedsChargeError(
+                "the fee refund exceeds what is left of the fee",
+                param="application_fee_refund_minor",
+            )
     refund_id = cmd.refund_id or object_id("re", cmd.idempotency_key)
     ids = {"refund": refund_id, "payment": payment.payment_id}
     if reversal:
         invariant(payment.destination_transfer_id is not None, "reversal needs a transfer")
         transfer = s.transfer(payment.destination_transfer_id)
-        reversal = min(reversal, transfer.reversible_minor)  # some may be reversed already
+        if cmd.reversal_minor is None:
+            reversal = min(reversal, transfer.reversible_minor)  # some may be reversed already
+        else:
+            transfer.check_reversal(reversal)  # a fact larger than what is left is refused
         if reversal:
-            ids["reversal"] = object_id("trr", refund_id)
+            ids["reversal"] = cmd.reversal_id or object_id("trr", refund_id)
             transfer.reverse(ids["reversal"], reversal, s.when)
     payment.refund(
         refund_id,
@@ -842,6 +771,14 @@ def _refund_payment(s: Scope, cmd: c.RefundPayment) -> dict[str, str]:
         s.when,
     )
     return ids
+
+
+def _refund_application_fee(s: Scope, cmd: c.RefundApplicationFee) -> dict[str, str]:
+    payment = s.payment(cmd.payment_id)
+    fee_refund_id = cmd.fee_refund_id or object_id("fr", cmd.idempotency_key)
+    amount = payment.check_fee_refund(fee_refund_id, cmd.amount_minor)
+    payment.refund_fee(fee_refund_id, amount, s.when)
+    return {"fee_refund": fee_refund_id, "payment": payment.payment_id}
 
 
 def _open_dispute(s: Scope, cmd: c.OpenDispute) -> dict[str, str]:
@@ -932,6 +869,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.CreateTransfer: _create_transfer,
     c.ReverseTransfer: _reverse_transfer,
     c.RefundPayment: _refund_payment,
+    c.RefundApplicationFee: _refund_application_fee,
     c.OpenDispute: _open_dispute,
     c.CloseDispute: _close_dispute,
     c.ReleaseFunds: _release_funds,

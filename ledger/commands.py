@@ -55,7 +55,9 @@ def _enc(value: Any) -> Any:
         return [value.account_id, value.share_bps, value.fixed_minor]
     if isinstance(value, tuple | list):
         return list(value)
-    raise TypeError(f"cannot fingerprint {type(value).__name__}")
+    # Anything else (a Decimal amount, say) is refused by validation later; fingerprinting it
+    # must not crash first.
+    return f"{type(value).__name__}:{value!r}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +111,9 @@ class RecordPayment(Command):
     split: tuple[SplitPart, ...] = ()
     available_on: datetime | None = None
     payment_id: str | None = None
+    # Stripe's ids for what the charge created, when Stripe is the source of the facts.
+    transfer_id: str | None = None
+    application_fee_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +143,20 @@ class RefundPayment(Command):
     reverse_transfer: bool = False
     refund_application_fee: bool = False
     refund_id: str | None = None
+    # Facts from Stripe (``refund.transfer_reversal``): recorded as given, never recomputed.
+    reversal_id: str | None = None
+    reversal_minor: int | None = None
+    application_fee_refund_minor: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundApplicationFee(Command):
+    """An application fee refunded on its own (``POST /v1/application_fees/{id}/refunds``)."""
+
+    name = "refund_application_fee"
+    payment_id: str
+    amount_minor: int | None = None
+    fee_refund_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

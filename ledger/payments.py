@@ -89,6 +89,7 @@ class Payment(Aggregate):
             payment.sourced_transfers = {}
             payment.refunds = {}
             payment.refunded_minor = 0
+            payment.fee_refunds = {}
             payment.dispute = None
 
     class ApplicationFeeCollected(JournalEvent):
@@ -124,6 +125,7 @@ class Payment(Aggregate):
         amount_minor: int
 
         def apply(self, payment: Payment) -> None:
+            payment.fee_refunds[self.refund_id] = self.amount_minor
             payment.application_fee_refunded_minor += self.amount_minor
             invariant(
                 payment.application_fee_refunded_minor <= payment.application_fee_minor,
@@ -176,6 +178,7 @@ class Payment(Aggregate):
     sourced_transfers: dict[str, int]
     refunds: dict[str, int]
     refunded_minor: int
+    fee_refunds: dict[str, int]
     dispute: dict[str, Any] | None
 
     def __init__(self) -> None:
@@ -200,6 +203,8 @@ class Payment(Aggregate):
         transfer_group: str | None,
         transfer_amount_minor: int | None,
         available_on: datetime,
+        transfer_id: str | None = None,
+        application_fee_id: str | None = None,
     ) -> Payment:
         """Records the charge landing on the account it was made on (and its application fee)."""
         if charge_type not in CHARGE_TYPES:
@@ -280,7 +285,9 @@ class Payment(Aggregate):
             on_behalf_of=on_behalf_of,
             transfer_group=transfer_group,
             destination_transfer_id=(
-                object_id("tr", payment_id) if charge_type == "destination" else None
+                (transfer_id or object_id("tr", payment_id))
+                if charge_type == "destination"
+                else None
             ),
             transfer_amount_minor=transfer_amount,
             **journal_fields(charge, when),
@@ -298,7 +305,7 @@ class Payment(Aggregate):
             )
             payment.trigger_event(
                 cls.ApplicationFeeCollected,
-                application_fee_id=object_id("fee", payment_id),
+                application_fee_id=application_fee_id or object_id("fee", payment_id),
                 amount_minor=app_fee,
                 **journal_fields(fee_entry, when),
             )
@@ -438,21 +445,45 @@ class Payment(Aggregate):
             **journal_fields(refund_entry, when),
         )
         if fee_refund_minor:
-            invariant(self.account_id is not None, "fee refund needs the account it came from")
-            fee_entry = move(
-                object_id("txn", "application_fee_refund", refund_id),
-                "application_fee_refund",
-                fee_refund_minor,
-                self.currency,
-                (self.platform_account_id, AVAILABLE),
-                (str(self.account_id), AVAILABLE),
+            self.refund_fee(refund_id, fee_refund_minor, when)
+
+    def check_fee_refund(self, fee_refund_id: str, amount_minor: int | None) -> int:
+        """A standalone application fee refund: at most what is left of the fee."""
+        if not self.application_fee_minor:
+            raise InvalidParameterError("this charge has no application fee", param="payment")
+        if fee_refund_id in self.fee_refunds:
+            raise InvalidParameterError(
+                f"fee refund {fee_refund_id} already exists", param="fee_refund_id"
             )
-            self.trigger_event(
-                self.ApplicationFeeRefunded,
-                refund_id=refund_id,
-                amount_minor=fee_refund_minor,
-                **journal_fields(fee_entry, when),
+        remaining = self.application_fee_minor - self.application_fee_refunded_minor
+        amount = (
+            remaining
+            if amount_minor is None
+            else check_amount(amount_minor, self.currency, "amount")
+        )
+        if amount == 0 or amount > remaining:
+            raise RefundExceedsChargeError(
+                f"a fee refund of {amount} exceeds the {remaining} left of the fee",
+                param="amount",
             )
+        return amount
+
+    def refund_fee(self, fee_refund_id: str, amount_minor: int, when: When) -> None:
+        invariant(self.account_id is not None, "fee refund needs the account it came from")
+        fee_entry = move(
+            object_id("txn", "application_fee_refund", fee_refund_id),
+            "application_fee_refund",
+            amount_minor,
+            self.currency,
+            (self.platform_account_id, AVAILABLE),
+            (str(self.account_id), AVAILABLE),
+        )
+        self.trigger_event(
+            self.ApplicationFeeRefunded,
+            refund_id=fee_refund_id,
+            amount_minor=amount_minor,
+            **journal_fields(fee_entry, when),
+        )
 
     def open_dispute(
         self, dispute_id: str, amount_minor: int | None, fee_minor: int, when: When
