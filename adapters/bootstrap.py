@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from adapters.keys import KEYS_DDL
 from adapters.persistence import ensure_postgres_schema, ledger_env, postgres_absence_probe
 from adapters.settings import Settings
+from adapters.stripe.gateway import StripeClientGateway
+from adapters.stripe.inbox import INBOX_DDL
 from ledger.application import Clock, Ledger
 from projections.projections import ALL_DDL
 from projections.runner import Projector
@@ -42,13 +44,25 @@ def bootstrap(
 def read_model(settings: Settings | None = None, *, create_tables: bool = False) -> ReadModel:
     """The projections' store, beside the events (same schema or SQLite file)."""
     settings = settings or Settings()
-    return open_read_model(ledger_env(settings, create_tables=create_tables), (*ALL_DDL, *KEYS_DDL))
+    return open_read_model(
+        ledger_env(settings, create_tables=create_tables), (*ALL_DDL, *KEYS_DDL, *INBOX_DDL)
+    )
 
 
 def projector(
     ledger: Ledger, settings: Settings | None = None, names: list[str] | None = None
 ) -> Projector:
     return Projector(ledger, read_model(settings), names)
+
+
+def stripe_gateway(settings: Settings | None = None) -> StripeClientGateway:
+    settings = settings or Settings()
+    return StripeClientGateway(
+        settings.stripe_api_key,
+        api_base=settings.stripe_api_base,
+        timeout_s=settings.stripe_timeout_s,
+        max_network_retries=settings.stripe_max_network_retries,
+    )
 
 
 def init_database(settings: Settings | None = None) -> None:

@@ -23,3 +23,13 @@ class Settings(BaseSettings):
     sqlite_lock_timeout_s: int = Field(default=10, ge=1, le=300)
     # HTTP API: how long a GET with Sluice-Min-Position waits for the read models (at most 5 s).
     http_min_position_wait_s: float = Field(default=5.0, ge=0, le=5)
+
+    # Stripe. The API base points at Stripe, or at the sandbox (`sluice sandbox`).
+    stripe_api_key: str = ""
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str = ""  # whsec_…; comma-separated for several endpoints/rotation
+    stripe_webhook_tolerance_s: int = Field(default=300, ge=1, le=3600)
+    stripe_livemode: bool = False  # events of the other mode are stored and ignored
+    stripe_platform_account_id: str | None = None  # Stripe's acct_ id of the platform
+    stripe_timeout_s: float = Field(default=30, gt=0, le=120)
+    stripe_max_network_retries: int = Field(default=3, ge=0, le=10)

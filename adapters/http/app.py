@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from adapters.bootstrap import bootstrap, read_model
-from adapters.http import errors, reads, writes
+from adapters.http import errors, reads, webhooks, writes
 from adapters.http.auth import authorize, authorize_late
 from adapters.http.support import Sluice, reject_unknown_query
 from adapters.settings import Settings
@@ -119,6 +119,7 @@ def create_app(
     errors.install(app, authorize_late)
     guarded = [Depends(authorize), Depends(reject_unknown_query)]
     app.include_router(reads.health_router, dependencies=guarded)
+    app.include_router(webhooks.router, dependencies=[Depends(authorize)])
     app.include_router(reads.router, dependencies=guarded, responses=errors.COMMON_ERRORS)
     app.include_router(
         writes.router,

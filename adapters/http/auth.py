@@ -43,6 +43,7 @@ _QUERY = (ADMIN, FINANCE, AUDITOR)
 
 POLICY: dict[str, Access] = {
     "healthz": _access(PUBLIC),
+    "stripe_webhook": _access(PUBLIC),  # authenticated by its Stripe-Signature instead
     # Writes: admin only.
     "create_account": _WRITE,
     "update_account": _WRITE,

@@ -138,9 +138,6 @@ class StripeGateway(ABC):
     ) -> StripeObject: ...
 
     @abstractmethod
-    def retrieve_payout(self, payout_id: str, *, account: str) -> StripeObject: ...
-
-    @abstractmethod
     def list_payouts(self, *, account: str, limit: int = 100) -> list[StripeObject]: ...
 
     @abstractmethod
@@ -152,20 +149,35 @@ class StripeGateway(ABC):
     ) -> Iterator[StripeObject]: ...
 
     @abstractmethod
-    def retrieve_account(self, account: str) -> StripeObject: ...
+    def retrieve(
+        self, kind: str, object_id: str, *, account: str | None = None, parent: str | None = None
+    ) -> StripeObject:
+        """Any object Sluice folds, fetched fresh (events carry a snapshot that may be stale):
+        kind is one of RETRIEVABLE; ``parent`` is the transfer of a reversal."""
 
     @abstractmethod
-    def retrieve_charge(self, charge_id: str, *, account: str | None = None) -> StripeObject: ...
-
-    @abstractmethod
-    def retrieve_balance_transaction(
-        self, txn_id: str, *, account: str | None = None
-    ) -> StripeObject: ...
+    def list_refunds(self, *, charge: str, account: str | None = None) -> list[StripeObject]: ...
 
 
 def _obj(value: Any) -> StripeObject:
     data = value.to_dict() if hasattr(value, "to_dict") else dict(value)
     return StripeObject(str(data["id"]), data)
+
+
+RETRIEVABLE = (
+    "account",
+    "charge",
+    "payment_intent",
+    "refund",
+    "transfer",
+    "transfer_reversal",
+    "application_fee",
+    "dispute",
+    "payout",
+    "topup",
+    "balance_transaction",
+)
+REFUNDS_PER_CHARGE_MAX = 100
 
 
 class StripeClientGateway(StripeGateway):
@@ -305,13 +317,6 @@ class StripeClientGateway(StripeGateway):
             )
         )
 
-    def retrieve_payout(self, payout_id: str, *, account: str) -> StripeObject:
-        return _obj(
-            self._call(
-                self.client.v1.payouts.retrieve, payout_id, {}, self._options(account=account)
-            )
-        )
-
     def list_payouts(self, *, account: str, limit: int = 100) -> list[StripeObject]:
         page = self._call(
             self.client.v1.payouts.list, {"limit": limit}, self._options(account=account)
@@ -334,24 +339,36 @@ class StripeClientGateway(StripeGateway):
                 raise GatewayError("too many balance transactions for one listing", retryable=False)
             yield _obj(txn)
 
-    def retrieve_account(self, account: str) -> StripeObject:
-        return _obj(self._call(self.client.v1.accounts.retrieve, account))
-
-    def retrieve_charge(self, charge_id: str, *, account: str | None = None) -> StripeObject:
-        return _obj(
-            self._call(
-                self.client.v1.charges.retrieve, charge_id, {}, self._options(account=account)
-            )
-        )
-
-    def retrieve_balance_transaction(
-        self, txn_id: str, *, account: str | None = None
+    def retrieve(
+        self, kind: str, object_id: str, *, account: str | None = None, parent: str | None = None
     ) -> StripeObject:
-        return _obj(
-            self._call(
-                self.client.v1.balance_transactions.retrieve,
-                txn_id,
-                {},
-                self._options(account=account),
-            )
+        if kind not in RETRIEVABLE:
+            raise ValueError(f"cannot retrieve {kind}")
+        v1 = self.client.v1
+        options = self._options(account=account)
+        if kind == "transfer_reversal":
+            if parent is None:
+                raise ValueError("a transfer reversal is retrieved through its transfer")
+            return _obj(self._call(v1.transfers.reversals.retrieve, parent, object_id, {}, options))
+        if kind == "account":
+            return _obj(self._call(v1.accounts.retrieve, object_id, {}))
+        service = {
+            "charge": v1.charges,
+            "payment_intent": v1.payment_intents,
+            "refund": v1.refunds,
+            "transfer": v1.transfers,
+            "application_fee": v1.application_fees,
+            "dispute": v1.disputes,
+            "payout": v1.payouts,
+            "topup": v1.topups,
+            "balance_transaction": v1.balance_transactions,
+        }[kind]
+        return _obj(self._call(service.retrieve, object_id, {}, options))
+
+    def list_refunds(self, *, charge: str, account: str | None = None) -> list[StripeObject]:
+        page = self._call(
+            self.client.v1.refunds.list,
+            {"charge": charge, "limit": REFUNDS_PER_CHARGE_MAX},
+            self._options(account=account),
         )
+        return [_obj(r) for r in page.data]

@@ -1,0 +1,559 @@
+"""Folds stored Stripe events into ledger commands.
+
+Rules that make this safe under duplicated, delayed and reordered delivery:
+- An event is a trigger, not a source of truth: the objects it names are fetched fresh from
+  Stripe (its snapshot may already be stale), and what is missing is fetched too (a refund whose
+  charge Sluice has not seen yet records the charge first).
+- Every command's idempotency key is derived from Stripe's object ids (``stripe:charge:ch_…``),
+  so the same fact reached through different events is recorded once.
+- Stripe's ids become Sluice's (``ch_`` payments, ``tr_`` transfers, ``re_`` refunds, …) and
+  Stripe's numbers are recorded as given (fees, ``available_on``, reversal amounts).
+- A ledger refusal parks the event for a later pass (it may be out of order); a business
+  disagreement that persists ends as ``failed`` for a person, never as an endless loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.settings import Settings
+from adapters.stripe import inbox
+from adapters.stripe.gateway import GatewayError, StripeGateway, idempotency_key
+from ledger import commands as c
+from ledger.application import CommandResult, Ledger
+from ledger.errors import SluiceError
+from ledger.payouts import CANCELED, FAILED, IN_TRANSIT, PAID, PENDING_STATUS
+from ledger.splits import SplitPart, allocate
+from projections.store import ReadModel
+
+ATTEMPTS_MAX = 8  # passes over a parked event before it is marked failed
+INBOX_BATCH_MAX = 500
+PAYOUT_RANK = {PENDING_STATUS: 0, IN_TRANSIT: 1, PAID: 2, FAILED: 3, CANCELED: 3}
+SPLIT_METADATA_KEY = "sluice_split"  # JSON list of {account, share_bps | fixed_amount}
+SLUICE_PAYOUT_METADATA_KEY = "sluice_payout_id"
+
+
+class Ignored(Exception):
+    """The event is kept but folds into nothing (counted under its reason)."""
+
+
+def _at(seconds: int | None) -> datetime:
+    return datetime.fromtimestamp(int(seconds or 0), UTC)
+
+
+@dataclass
+class PassReport:
+    processed: int = 0
+    ignored: dict[str, int] = field(default_factory=dict)
+    parked: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Folder:
+    def __init__(self, ledger: Ledger, gateway: StripeGateway, settings: Settings) -> None:
+        self.ledger = ledger
+        self.gateway = gateway
+        self.settings = settings
+        self.platform = settings.platform_account_id
+        self._platform_stripe_id = settings.stripe_platform_account_id
+        self._event_created = 0  # the event being folded (a balance carries no instant)
+        self.handlers: dict[str, Callable[[dict[str, Any], str | None], None]] = {
+            "account.updated": self._account_event,
+            "account.application.authorized": self._account_event,
+            "capability.updated": self._account_event,
+            "account.external_account.created": self._account_event,
+            "account.external_account.updated": self._account_event,
+            "account.external_account.deleted": self._account_event,
+            "charge.succeeded": self._charge_event,
+            "charge.captured": self._charge_event,
+            "payment_intent.succeeded": self._payment_intent_event,
+            "charge.refunded": self._charge_refunded,
+            "refund.created": self._refund_event,
+            "refund.updated": self._refund_event,
+            "charge.refund.updated": self._refund_event,
+            "charge.dispute.created": self._dispute_event,
+            "charge.dispute.funds_withdrawn": self._dispute_event,
+            "charge.dispute.updated": self._dispute_event,
+            "charge.dispute.closed": self._dispute_event,
+            "charge.dispute.funds_reinstated": self._dispute_event,
+            "transfer.created": self._transfer_event,
+            "transfer.updated": self._transfer_event,
+            "transfer.reversed": self._transfer_event,
+            "application_fee.created": self._application_fee_event,
+            "application_fee.refunded": self._application_fee_event,
+            "application_fee.refund.updated": self._application_fee_event,
+            "payout.created": self._payout_event,
+            "payout.updated": self._payout_event,
+            "payout.paid": self._payout_event,
+            "payout.failed": self._payout_event,
+            "payout.canceled": self._payout_event,
+            "balance.available": self._balance_available,
+            "topup.created": self._topup_event,
+            "topup.succeeded": self._topup_event,
+        }
+
+    # The inbox pass ---------------------------------------------------------------------------
+
+    def process(self, view: ReadModel, limit: int = INBOX_BATCH_MAX) -> PassReport:
+        """One bounded pass over due events, oldest first."""
+        report = PassReport()
+        for stored in inbox.due(view, min(limit, INBOX_BATCH_MAX)):
+            try:
+                outcome = self.fold(stored.payload)
+            except Ignored as why:
+                reason = str(why)
+                report.ignored[reason] = report.ignored.get(reason, 0) + 1
+                inbox.mark(view, stored.event_id, inbox.IGNORED, reason, None)
+            except (SluiceError, GatewayError) as error:
+                retry = not isinstance(error, GatewayError) or error.retryable
+                final = stored.attempts + 1 >= ATTEMPTS_MAX or not retry
+                status = inbox.FAILED if final else inbox.PARKED
+                report.failed += final
+                report.parked += not final
+                message = f"{type(error).__name__}: {error}"
+                report.errors.append(f"{stored.event_id} {stored.type}: {message}")
+                inbox.mark(view, stored.event_id, status, "refused", message)
+            else:
+                report.processed += 1
+                inbox.mark(view, stored.event_id, inbox.PROCESSED, outcome, None)
+        return report
+
+    def fold(self, event: dict[str, Any]) -> str:
+        if bool(event.get("livemode")) != self.settings.stripe_livemode:
+            raise Ignored("livemode mismatch")
+        handler = self.handlers.get(str(event.get("type")))
+        if handler is None:
+            raise Ignored(f"unhandled type {event.get('type')}")
+        self._ensure_platform()
+        self._event_created = int(event.get("created") or 0)
+        handler(event["data"]["object"], self._stripe_account(event.get("account")))
+        return "folded"
+
+    # Helpers ----------------------------------------------------------------------------------
+
+    def _stripe_account(self, account: object) -> str | None:
+        """Stripe's account of an event: None for the platform itself."""
+        if not account or account == self.platform_stripe_id:
+            return None
+        return str(account)
+
+    @property
+    def platform_stripe_id(self) -> str | None:
+        return self._platform_stripe_id
+
+    def _sluice_account(self, stripe_account: str | None) -> str:
+        return self.platform if stripe_account is None else stripe_account
+
+    def _run(self, command: c.Command) -> CommandResult:
+        return self.ledger.execute(command)
+
+    def _ensure_platform(self) -> None:
+        if self.ledger.get_account(self.platform) is None:
+            self._run(
+                c.OpenAccount(
+                    idempotency_key="stripe:platform:open",
+                    effective_at=_at(0),
+                    account_id=self.platform,
+                    kind="platform",
+                )
+            )
+
+    def _ensure_account(self, account_id: str, *, refresh: bool = False) -> None:
+        """A connected account: opened on first sight, its flags kept in step with Stripe."""
+        existing = self.ledger.get_account(account_id)
+        if existing is not None and not refresh:
+            return
+        acct = self.gateway.retrieve("account", account_id).data
+        created = _at(acct.get("created"))
+        if existing is None:
+            self._run(
+                c.OpenAccount(
+                    idempotency_key=f"stripe:account:{account_id}:open",
+                    effective_at=created,
+                    account_id=account_id,
+                    country=str(acct.get("country") or "US"),
+                    default_currency=str(acct.get("default_currency") or "usd"),
+                )
+            )
+        capabilities = {
+            name: status if status in ("active", "inactive", "pending") else "inactive"
+            for name, status in (acct.get("capabilities") or {}).items()
+        }
+        state = {
+            "charges_enabled": bool(acct.get("charges_enabled")),
+            "payouts_enabled": bool(acct.get("payouts_enabled")),
+            "capabilities": capabilities,
+        }
+        verified = state["charges_enabled"] and state["payouts_enabled"]
+        digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+        self._run(
+            c.UpdateAccount(
+                idempotency_key=f"stripe:account:{account_id}:state:{digest}",
+                effective_at=created,
+                account_id=account_id,
+                verification_status="verified" if verified else "pending",
+                **state,
+            )
+        )
+
+    def _account_event(self, obj: dict[str, Any], account: str | None) -> None:
+        """Account, capability and external-account changes: refetch the account and apply
+        its current state (so an older event arriving late cannot roll it back)."""
+        account_id = account or (str(obj["id"]) if obj.get("object") == "account" else None)
+        if account_id is None or account_id == self.platform_stripe_id:
+            raise Ignored("platform account event")
+        self._ensure_account(account_id, refresh=True)
+
+    # Charges ----------------------------------------------------------------------------------
+
+    def _payment_intent_event(self, obj: dict[str, Any], account: str | None) -> None:
+        if obj.get("latest_charge"):
+            self._ensure_payment(str(obj["latest_charge"]), account)
+
+    def _charge_event(self, obj: dict[str, Any], account: str | None) -> None:
+        self._ensure_payment(str(obj["id"]), account)
+
+    def _ensure_payment(self, charge_id: str, account: str | None) -> str | None:
+        """Records a succeeded charge (once). Returns the payment id, None for ``py_`` payments
+        (the receiving side of a transfer, booked with the transfer)."""
+        if charge_id.startswith("py_"):
+            return None
+        if self.ledger.get_payment(charge_id) is not None:
+            return charge_id
+        charge = self.gateway.retrieve("charge", charge_id, account=account).data
+        if charge.get("status") != "succeeded" or not charge.get("captured", True):
+            raise Ignored("charge not succeeded")
+        txn = self.gateway.retrieve(
+            "balance_transaction", str(charge["balance_transaction"]), account=account
+        ).data
+        stripe_fee = sum(
+            int(f["amount"]) for f in txn.get("fee_details", []) if f.get("type") == "stripe_fee"
+        )
+        destination = (charge.get("transfer_data") or {}).get("destination")
+        transfer_amount = (charge.get("transfer_data") or {}).get("amount")
+        kind = "direct" if account else "destination" if destination else "separate"
+        seller = account or destination
+        if seller:
+            self._ensure_account(str(seller))
+        if charge.get("on_behalf_of"):
+            self._ensure_account(str(charge["on_behalf_of"]))
+        self._run(
+            c.RecordPayment(
+                idempotency_key=f"stripe:charge:{charge_id}",
+                effective_at=_at(charge["created"]),
+                payment_id=charge_id,
+                charge_type=kind,
+                currency=str(charge["currency"]),
+                amount_minor=int(charge["amount"]),
+                stripe_fee_minor=stripe_fee,
+                application_fee_minor=int(charge.get("application_fee_amount") or 0)
+                if kind != "separate"
+                else 0,
+                account_id=str(seller) if seller else None,
+                on_behalf_of=charge.get("on_behalf_of") if kind != "direct" else None,
+                transfer_group=charge.get("transfer_group"),
+                transfer_amount_minor=int(transfer_amount) if transfer_amount is not None else None,
+                available_on=_at(txn["available_on"]),
+                transfer_id=charge.get("transfer") if kind == "destination" else None,
+                application_fee_id=charge.get("application_fee") or None,
+            )
+        )
+        if txn.get("status") == "available":  # e.g. pm_card_bypassPending: no balance.available
+            for holder in {self._sluice_account(account), *([str(seller)] if seller else [])}:
+                self._release(
+                    holder,
+                    str(charge["currency"]),
+                    _at(txn["available_on"]),
+                    f"stripe:charge:{charge_id}:available:{holder}",
+                )
+        if kind == "separate":
+            self._route_split(charge, account)
+        return charge_id
+
+    def _route_split(self, charge: dict[str, Any], account: str | None) -> None:
+        """Separate charges and transfers: Sluice issues the transfers its split rule asks for,
+        with ``source_transaction``, and records them under Stripe's ids."""
+        metadata = charge.get("metadata") or {}
+        if SPLIT_METADATA_KEY not in metadata and charge.get("payment_intent"):
+            intent = self.gateway.retrieve(
+                "payment_intent", str(charge["payment_intent"]), account=account
+            ).data
+            metadata = intent.get("metadata") or {}
+        if SPLIT_METADATA_KEY not in metadata:
+            return
+        try:
+            parts = [
+                SplitPart(
+                    str(p["account"]),
+                    share_bps=p.get("share_bps"),
+                    fixed_minor=p.get("fixed_amount"),
+                )
+                for p in json.loads(metadata[SPLIT_METADATA_KEY])
+            ]
+        except (ValueError, KeyError, TypeError) as error:
+            raise Ignored(f"unreadable {SPLIT_METADATA_KEY}: {error}") from None
+        for destination, amount in allocate(int(charge["amount"]), parts).items():
+            if amount == 0:
+                continue
+            self._ensure_account(destination)
+            transfer = self.gateway.create_transfer(
+                destination=destination,
+                amount=amount,
+                currency=str(charge["currency"]),
+                source_transaction=str(charge["id"]),
+                transfer_group=charge.get("transfer_group"),
+                idempotency_key=idempotency_key("split", str(charge["id"]), destination),
+                metadata={"sluice_payment": str(charge["id"])},
+            )
+            self._record_transfer(transfer.data)
+
+    def _release(self, account: str, currency: str, until: datetime, key: str) -> None:
+        self._run(
+            c.ReleaseFunds(
+                idempotency_key=key,
+                effective_at=until,
+                account_id=account,
+                currency=currency,
+                until=until,
+            )
+        )
+
+    # Transfers --------------------------------------------------------------------------------
+
+    def _transfer_event(self, obj: dict[str, Any], account: str | None) -> None:
+        transfer = self.gateway.retrieve("transfer", str(obj["id"])).data
+        self._record_transfer(transfer)
+        recorded = self.ledger.get_transfer(str(transfer["id"]))
+        for reversal in (transfer.get("reversals") or {}).get("data", []):
+            if recorded is None or reversal["id"] in recorded.reversals:
+                continue
+            if reversal.get("source_refund"):
+                self._fold_refund(str(reversal["source_refund"]), None)
+                continue
+            self._run(
+                c.ReverseTransfer(
+                    idempotency_key=f"stripe:reversal:{reversal['id']}",
+                    effective_at=_at(reversal.get("created")),
+                    transfer_id=str(transfer["id"]),
+                    amount_minor=int(reversal["amount"]),
+                    reversal_id=str(reversal["id"]),
+                )
+            )
+
+    def _record_transfer(self, transfer: dict[str, Any]) -> None:
+        transfer_id = str(transfer["id"])
+        source = transfer.get("source_transaction")
+        if source:
+            self._ensure_payment(str(source), None)
+        if self.ledger.get_transfer(transfer_id) is not None:
+            return  # a destination charge's transfer, recorded with its charge
+        self._ensure_account(str(transfer["destination"]))
+        self._run(
+            c.CreateTransfer(
+                idempotency_key=f"stripe:transfer:{transfer_id}",
+                effective_at=_at(transfer.get("created")),
+                transfer_id=transfer_id,
+                destination_account_id=str(transfer["destination"]),
+                currency=str(transfer["currency"]),
+                amount_minor=int(transfer["amount"]),
+                source_payment_id=str(source) if source else None,
+                transfer_group=transfer.get("transfer_group"),
+            )
+        )
+
+    # Refunds and application fees ------------------------------------------------------------
+
+    def _charge_refunded(self, obj: dict[str, Any], account: str | None) -> None:
+        self._ensure_payment(str(obj["id"]), account)
+        for refund in self.gateway.list_refunds(charge=str(obj["id"]), account=account):
+            self._fold_refund(refund.id, account, refund.data)
+
+    def _refund_event(self, obj: dict[str, Any], account: str | None) -> None:
+        self._fold_refund(str(obj["id"]), account)
+
+    def _fold_refund(
+        self, refund_id: str, account: str | None, refund: dict[str, Any] | None = None
+    ) -> None:
+        refund = refund or self.gateway.retrieve("refund", refund_id, account=account).data
+        if refund.get("status") not in ("succeeded", "pending"):
+            raise Ignored(f"refund {refund.get('status')}")
+        payment_id = self._ensure_payment(str(refund["charge"]), account)
+        payment = self.ledger.get_payment(payment_id) if payment_id else None
+        if payment is None or refund_id in payment.refunds:
+            return
+        reversal_id = refund.get("transfer_reversal")
+        reversal_minor = None
+        if reversal_id and payment.destination_transfer_id:
+            reversal = self.gateway.retrieve(
+                "transfer_reversal", str(reversal_id), parent=payment.destination_transfer_id
+            ).data
+            reversal_minor = int(reversal["amount"])
+        self._run(
+            c.RefundPayment(
+                idempotency_key=f"stripe:refund:{refund_id}",
+                effective_at=_at(refund["created"]),
+                payment_id=payment.payment_id,
+                amount_minor=int(refund["amount"]),
+                refund_id=refund_id,
+                reverse_transfer=reversal_minor is not None,
+                reversal_id=str(reversal_id) if reversal_minor is not None else None,
+                reversal_minor=reversal_minor,
+            )
+        )
+
+    def _application_fee_event(self, obj: dict[str, Any], account: str | None) -> None:
+        fee = self.gateway.retrieve("application_fee", str(obj["id"])).data
+        charge_id = str(fee.get("originating_transaction") or fee["charge"])
+        direct_on = (
+            None if fee.get("originating_transaction") else self._stripe_account(fee.get("account"))
+        )
+        payment_id = self._ensure_payment(charge_id, direct_on)
+        payment = self.ledger.get_payment(payment_id) if payment_id else None
+        if payment is None:
+            return
+        for fee_refund in (fee.get("refunds") or {}).get("data", []):
+            if fee_refund["id"] in payment.fee_refunds:
+                continue
+            self._run(
+                c.RefundApplicationFee(
+                    idempotency_key=f"stripe:fee_refund:{fee_refund['id']}",
+                    effective_at=_at(fee_refund.get("created")),
+                    payment_id=payment.payment_id,
+                    amount_minor=int(fee_refund["amount"]),
+                    fee_refund_id=str(fee_refund["id"]),
+                )
+            )
+
+    # Disputes ---------------------------------------------------------------------------------
+
+    def _dispute_event(self, obj: dict[str, Any], account: str | None) -> None:
+        dispute = self.gateway.retrieve("dispute", str(obj["id"]), account=account).data
+        payment_id = self._ensure_payment(str(dispute["charge"]), account)
+        if payment_id is None:
+            return
+        withdrawals = [
+            t for t in dispute.get("balance_transactions", []) if int(t.get("amount", 0)) < 0
+        ]
+        if withdrawals:
+            self._run(
+                c.OpenDispute(
+                    idempotency_key=f"stripe:dispute:{dispute['id']}:withdrawn",
+                    effective_at=_at(withdrawals[0].get("created") or dispute["created"]),
+                    payment_id=payment_id,
+                    dispute_id=str(dispute["id"]),
+                    amount_minor=-int(withdrawals[0]["amount"]),
+                    fee_minor=int(withdrawals[0].get("fee", 0)),
+                )
+            )
+        if dispute.get("status") in ("won", "lost"):
+            self._run(
+                c.CloseDispute(
+                    idempotency_key=f"stripe:dispute:{dispute['id']}:closed",
+                    effective_at=_at(obj.get("created") or dispute["created"]),
+                    payment_id=payment_id,
+                    won=dispute["status"] == "won",
+                )
+            )
+
+    # Payouts ----------------------------------------------------------------------------------
+
+    def _payout_event(self, obj: dict[str, Any], account: str | None) -> None:
+        payout = self.gateway.retrieve("payout", str(obj["id"]), account=account).data
+        holder = self._sluice_account(account)
+        if holder != self.platform:
+            self._ensure_account(holder)
+        payout_id = (payout.get("metadata") or {}).get(SLUICE_PAYOUT_METADATA_KEY) or payout["id"]
+        at = _at(payout.get("created"))
+        recorded = self.ledger.get_payout(str(payout_id))
+        if recorded is None:  # Stripe paid out on its own (automatic payouts)
+            self._run(
+                c.RequestPayout(
+                    idempotency_key=f"stripe:payout:{payout['id']}",
+                    effective_at=at,
+                    account_id=holder,
+                    currency=str(payout["currency"]),
+                    amount_minor=int(payout["amount"]),
+                    payout_id=str(payout_id),
+                )
+            )
+            recorded = self.ledger.get_payout(str(payout_id))
+        target = str(payout["status"])
+        if recorded is None or target not in PAYOUT_RANK:
+            raise Ignored(f"payout status {target}")
+        status = recorded.status
+        if PAYOUT_RANK[target] <= PAYOUT_RANK[status] and not (status == PAID and target == FAILED):
+            return  # already there (or further): a stale or repeated event
+        key = f"stripe:payout:{payout['id']}"
+        when = _at(
+            payout.get("arrival_date")
+            if target == PAID
+            else obj.get("created") or payout.get("created")
+        )
+        if target == CANCELED:
+            self._run(
+                c.CancelPayout(
+                    idempotency_key=f"{key}:canceled", effective_at=when, payout_id=str(payout_id)
+                )
+            )
+            return
+        if status == PENDING_STATUS and target in (PAID, IN_TRANSIT):
+            self._run(
+                c.MarkPayoutInTransit(
+                    idempotency_key=f"{key}:in_transit", effective_at=when, payout_id=str(payout_id)
+                )
+            )
+        if target == PAID:
+            self._run(
+                c.MarkPayoutPaid(
+                    idempotency_key=f"{key}:paid", effective_at=when, payout_id=str(payout_id)
+                )
+            )
+        if target == FAILED:
+            self._run(
+                c.FailPayout(
+                    idempotency_key=f"{key}:failed",
+                    effective_at=when,
+                    payout_id=str(payout_id),
+                    failure_code=str(payout.get("failure_code") or "unknown"),
+                )
+            )
+
+    # Balance and top-ups ------------------------------------------------------------------------
+
+    def _balance_available(self, obj: dict[str, Any], account: str | None) -> None:
+        """Funds became available: release what the ledger holds as due by then."""
+        holder = self._sluice_account(account)
+        if account is not None:
+            self._ensure_account(account)
+        now = self._event_time(obj)
+        for row in obj.get("available", []):
+            self._release(
+                holder,
+                str(row["currency"]),
+                now,
+                f"stripe:balance:{holder}:{row['currency']}:{int(now.timestamp())}",
+            )
+
+    def _event_time(self, obj: dict[str, Any]) -> datetime:
+        return _at(self._event_created)
+
+    def _topup_event(self, obj: dict[str, Any], account: str | None) -> None:
+        topup = self.gateway.retrieve("topup", str(obj["id"])).data
+        txn = self.gateway.retrieve("balance_transaction", str(topup["balance_transaction"])).data
+        self._run(
+            c.TopUp(
+                idempotency_key=f"stripe:topup:{topup['id']}",
+                effective_at=_at(topup["created"]),
+                account_id=self.platform,
+                currency=str(topup["currency"]),
+                amount_minor=int(topup["amount"]),
+                available_on=_at(txn["available_on"]),
+                topup_id=str(topup["id"]),
+            )
+        )
