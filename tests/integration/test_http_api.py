@@ -72,7 +72,10 @@ class Env:
 def env(postgres_url: str) -> Iterator[Env]:
     schema = f"http_{uuid.uuid4().hex[:12]}"
     separator = "&" if "?" in postgres_url else "?"
-    settings = Settings(database_url=f"{postgres_url}{separator}schema={schema}")
+    settings = Settings(
+        database_url=f"{postgres_url}{separator}schema={schema}",
+        stripe_webhook_secret="whsec_matrix_test",
+    )
     try:
         init_database(settings)
         app = create_app(settings)
@@ -1046,6 +1049,7 @@ retrieve_statement         200 200 200 200 404
 retrieve_revenue           200 200 200 403 403
 audit_balances             200 403 200 403 403
 audit_events               200 403 200 403 403
+stripe_webhook             400 400 400 400 400
 """
 
 
@@ -1054,7 +1058,8 @@ def _expected() -> dict[str, dict[str, int]]:
     for line in MATRIX.strip().splitlines():
         name, *codes = line.split()
         expected = dict(zip(ROLES[:5], map(int, codes), strict=True))
-        unauthenticated = 200 if name == "healthz" else 401
+        # healthz is public; the webhook authenticates by signature (none sent here: 400).
+        unauthenticated = {"healthz": 200, "stripe_webhook": 400}.get(name, 401)
         table[name] = expected | {"none": unauthenticated, "bad": unauthenticated}
     return table
 
@@ -1107,10 +1112,16 @@ def _matrix_requests(env: Env, world: World) -> dict[str, tuple[str, str, Any]]:
         "retrieve_revenue": ("GET", "/v1/revenue?from=2026-01-01&to=2026-02-01", None),
         "audit_balances": ("GET", "/v1/audit/balances/acct_a", None),
         "audit_events": ("GET", "/v1/audit/events?limit=3", None),
+        "stripe_webhook": ("POST", "/webhooks/stripe", {"id": "evt_unsigned"}),
     }
 
 
-ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+}
 
 
 def test_role_matrix_every_route_every_role(env: Env, world: World) -> None:
