@@ -1,284 +1,411 @@
-"""`sluice demo`: a small marketplace booked end to end on the embedded store, per-seed stable.
+"""`sluice demo`: a small marketplace run through the Stripe sandbox, booked from its webhooks.
 
-Account-level commands use fixed idempotency keys and money movements use keys derived from the
-seed, so running the demo twice with one seed replays everything and records nothing new.
+Everything a platform would do happens against the sandbox with the real `stripe` SDK over HTTP:
+sellers onboard, customers pay (direct, destination and separate charges in usd and jpy), a
+refund reverses its transfer, a dispute is lost, time passes, payouts go out and one bounces.
+The sandbox signs webhooks and posts them to Sluice's own HTTP endpoint; Sluice stores them,
+folds them into the ledger and finally compares every account's books with Stripe's balance.
+
+Deterministic per seed: a second run with the same seed on the same store replays every
+command (same Stripe ids, same idempotency keys) and records nothing new.
 """
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+from adapters.settings import Settings
+from adapters.stripe.folding import SLUICE_PAYOUT_METADATA_KEY, Folder
+from adapters.stripe.gateway import StripeClientGateway, idempotency_key
 from ledger import commands as c
 from ledger.application import CommandResult, Ledger
-from ledger.ids import PLATFORM_ACCOUNT_ID
+from ledger.ids import object_id
 from ledger.journal import AVAILABLE, PENDING
-from ledger.splits import SplitPart
+from projections.store import ReadModel
 
-DEMO_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday
 PAYMENTS_PER_RUN = 24
-DISPUTE_FEE_MINOR = {"usd": 1500, "jpy": 2000}
+DAY_S = 86_400
+FOLD_PASSES_MAX = 10
+SANDBOX_SEED = 2026  # fixed, so Stripe's ids are the same on every run
+
+
+DEMO_MARKER = "demo:platform"  # the demo's first command: marks a store the demo wrote
+
+
+class DemoStoreError(Exception):
+    """The store holds history that is not this demo's: refuse rather than mix them."""
+
+
+def store_state(ledger: Ledger) -> str:
+    """``empty``, ``demo`` (written by an earlier demo run) or ``other``."""
+    if next(ledger.iter_events(), None) is None:
+        return "empty"
+    return "demo" if ledger.has_command(DEMO_MARKER) else "other"
+
+
+def prepare_store(database_url: str, ledger: Ledger) -> str | None:
+    """Makes room for a new run: a SQLite store an earlier demo wrote is moved aside (never
+    deleted) to ``<file>.previous``; any other history is refused. Returns where it went."""
+    state = store_state(ledger)
+    if state == "empty":
+        return None
+    if state == "other" or not database_url.startswith("sqlite:///"):
+        raise DemoStoreError(
+            "this store already holds history; the demo runs on an empty store, e.g. "
+            "--database-url sqlite:///./var/demo.db"
+        )
+    ledger.close()
+    path = Path(database_url.removeprefix("sqlite:///"))
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.replace(path.with_name(path.name + ".previous" + suffix))
+    return f"{path}.previous"
 
 
 @dataclass(frozen=True)
 class Seller:
-    account_id: str
+    name: str
     country: str
     currency: str
     interval: str
     delay_days: int
+    bank_account: str = "000123456789"  # Stripe's test account that pays out fine
     weekly_anchor: str | None = None
     monthly_anchor: int | None = None
 
 
 SELLERS = (
-    Seller("acct_alpine_outfitters", "US", "usd", "daily", 2),
-    Seller("acct_bonsai_tokyo", "JP", "jpy", "weekly", 7, weekly_anchor="friday"),
-    Seller("acct_cobalt_prints", "US", "usd", "monthly", 3, monthly_anchor=1),
-    Seller("acct_dune_ceramics", "US", "usd", "manual", 2),  # its bank account rejects payouts
+    Seller("alpine", "US", "usd", "daily", 2),
+    Seller("bonsai", "JP", "jpy", "weekly", 7, weekly_anchor="friday"),
+    Seller("cobalt", "US", "usd", "monthly", 3, monthly_anchor=1),
+    # Stripe's test number for a closed bank account: its payout fails and comes back.
+    Seller("dune", "US", "usd", "manual", 2, bank_account="000111111113"),
 )
 
 
-def stripe_fee(amount_minor: int, currency: str) -> int:
-    """The demo's stand-in for Stripe's fee (recorded as given; Sluice never computes fees)."""
-    if currency == "jpy":
-        return amount_minor * 36 // 1000
-    return amount_minor * 29 // 1000 + 30
+@dataclass
+class DemoRun:
+    seed: int
+    results: list[CommandResult] = field(default_factory=list)
+    accounts: dict[str, str] = field(default_factory=dict)  # seller name → acct_ id
+    payouts: list[str] = field(default_factory=list)
+    webhooks_folded: int = 0
+    agreement: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        return all(lp == sp and la == sa for _, _, lp, la, sp, sa in self.agreement)
+
+
+def stripe_fee_settings() -> dict[str, Any]:
+    """Stripe's card fees as the demo's sandbox charges them (Sluice records what it reports)."""
+    from adapters.stripe.sandbox import parse_fee_rules
+
+    return {"processing_fees": parse_fee_rules("usd=290+30,jpy=360+0")}
 
 
 class Demo:
-    def __init__(self, app: Ledger, seed: int) -> None:
-        self.app = app
+    def __init__(self, ledger: Ledger, view: ReadModel, settings: Settings, seed: int) -> None:
+        self.ledger = ledger
+        self.view = view
+        self.settings = settings
         self.seed = seed
         self.rng = random.Random(seed)
-        self.now = DEMO_START
-        self.results: list[CommandResult] = []
+        self.run = DemoRun(seed)
 
-    def run(self, cmd: c.Command) -> CommandResult:
-        result = self.app.execute(cmd)
-        self.results.append(result)
-        return result
+    # Plumbing -------------------------------------------------------------------------------
 
-    def key(self, *parts: object) -> str:
+    def _key(self, *parts: object) -> str:
         return "demo:" + ":".join(str(p) for p in (self.seed, *parts))
 
-    def tick(self, minutes: int = 7) -> datetime:
-        self.now += timedelta(minutes=minutes)
-        return self.now
+    def _now(self) -> datetime:
+        """The sandbox's clock: the demo's time is Stripe's time."""
+        return datetime.fromtimestamp(self.sandbox.clock.now(), UTC)
 
-    def open_accounts(self) -> None:
-        self.run(
+    def _execute(self, cmd: c.Command) -> CommandResult:
+        result = self.ledger.execute(cmd)
+        self.run.results.append(result)
+        return result
+
+    def check_store(self) -> None:
+        """The sandbox starts empty, so the demo needs an empty store (see ``prepare_store``)."""
+        if store_state(self.ledger) != "empty":
+            raise DemoStoreError(
+                "this store already holds history; the demo runs on an empty store, e.g. "
+                "--database-url sqlite:///./var/demo.db"
+            )
+        self._execute(
             c.OpenAccount(
-                idempotency_key="demo:open:platform",
-                effective_at=self.now,
-                account_id=PLATFORM_ACCOUNT_ID,
+                idempotency_key=DEMO_MARKER,
+                effective_at=self._now(),
+                account_id=self.settings.platform_account_id,
                 kind="platform",
             )
         )
-        self.run(
-            c.SetPayoutSchedule(
-                idempotency_key="demo:schedule:platform",
-                effective_at=self.now,
-                account_id=PLATFORM_ACCOUNT_ID,
-                interval="manual",
-                delay_days=2,
-            )
+
+    def fold(self) -> None:
+        """Delivers every due webhook, then folds the inbox until nothing moves."""
+        self.sandbox.flush()
+        for _ in range(FOLD_PASSES_MAX):
+            report = self.folder.process(self.view)
+            self.run.webhooks_folded += report.processed
+            if not (report.processed or report.parked):
+                break
+
+    # The story --------------------------------------------------------------------------------
+
+    def play(self, sandbox: Any) -> DemoRun:
+        self.sandbox = sandbox
+        self.client = sandbox.client()
+        self.gateway = StripeClientGateway(
+            sandbox.secret_key, api_base=sandbox.base_url, max_network_retries=2
         )
+        self.folder = Folder(self.ledger, self.gateway, self.settings)
+        self.check_store()
+        self.onboard()
+        charges = self.take_payments()
+        self.refund_and_dispute(charges)
+        self.fold()
+        self.sandbox.advance(10 * DAY_S)  # past every available_on: balance.available events
+        self.fold()
+        self.pay_out()
+        self.sandbox.advance(5 * DAY_S)  # payouts arrive, or bounce
+        self.fold()
+        self.late_payments()
+        self.fold()
+        self.compare()
+        return self.run
+
+    def onboard(self) -> None:
         for s in SELLERS:
-            self.run(
+            account = self.client.v1.accounts.create(
+                {
+                    "country": s.country,
+                    "default_currency": s.currency,
+                    "controller": {"fees": {"payer": "account"}, "losses": {"payments": "stripe"}},
+                    "capabilities": {
+                        "card_payments": {"requested": True},
+                        "transfers": {"requested": True},
+                    },
+                    # Sluice decides payouts by its own schedule; Stripe's stays manual.
+                    "settings": {"payouts": {"schedule": {"interval": "manual"}}},
+                    "external_account": {
+                        "object": "bank_account",
+                        "country": s.country,
+                        "currency": s.currency,
+                        "account_number": s.bank_account,
+                        "routing_number": "110000000",
+                    },
+                    "metadata": {"sluice_demo": s.name},
+                },
+                {"idempotency_key": self._key("account", s.name)},
+            )
+            self.run.accounts[s.name] = account.id
+            now = self._now()
+            self._execute(
                 c.OpenAccount(
-                    idempotency_key=f"demo:open:{s.account_id}",
-                    effective_at=self.now,
-                    account_id=s.account_id,
+                    idempotency_key=self._key("open", s.name),
+                    effective_at=now,
+                    account_id=account.id,
                     country=s.country,
                     default_currency=s.currency,
                 )
             )
-            self.run(
-                c.UpdateAccount(
-                    idempotency_key=f"demo:verify:{s.account_id}",
-                    effective_at=self.now,
-                    account_id=s.account_id,
-                    verification_status="verified",
-                    capabilities={"card_payments": "active", "transfers": "active"},
-                    charges_enabled=True,
-                    payouts_enabled=True,
-                )
-            )
-            self.run(
+            self.folder.sync_account(account.id)  # charges and payouts enabled, as at Stripe
+            self._execute(
                 c.SetPayoutSchedule(
-                    idempotency_key=f"demo:schedule:{s.account_id}",
-                    effective_at=self.now,
-                    account_id=s.account_id,
+                    idempotency_key=self._key("schedule", s.name),
+                    effective_at=now,
+                    account_id=account.id,
                     interval=s.interval,
                     delay_days=s.delay_days,
                     weekly_anchor=s.weekly_anchor,
                     monthly_anchor=s.monthly_anchor,
-                    minimum_minor={s.currency: 500 if s.currency == "usd" else 1000},
+                    minimum_minor={s.currency: 500 if s.currency == "usd" else 1_000},
                 )
             )
 
-    def take_payments(self) -> list[tuple[str, CommandResult]]:
-        taken: list[tuple[str, CommandResult]] = []
+    def _pay(self, n: int, params: dict[str, Any], account: str | None = None) -> Any:
+        options: dict[str, Any] = {"idempotency_key": self._key("pi", n)}
+        if account:
+            options["stripe_account"] = account
+        base = {
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+            "metadata": {"sluice_demo_payment": str(n)},
+        }
+        return self.client.v1.payment_intents.create(base | params, options)
+
+    def take_payments(self) -> dict[str, list[Any]]:
+        charges: dict[str, list[Any]] = {"destination": [], "direct": [], "separate": []}
         kinds = ("destination", "direct", "separate")
         for n in range(PAYMENTS_PER_RUN):
             kind = kinds[n % 3]
             currency = "jpy" if n % 4 == 1 else "usd"
-            candidates = [s for s in SELLERS if s.currency == currency] or list(SELLERS)
-            seller = self.rng.choice(candidates)
+            local = [s for s in SELLERS if s.currency == currency]
+            seller = self.rng.choice(local)
+            acct = self.run.accounts[seller.name]
             amount = self.rng.randint(8, 400) * (100 if currency == "jpy" else 125)
-            fee = stripe_fee(amount, currency)
-            common = {
-                "idempotency_key": self.key("pay", n),
-                "effective_at": self.tick(),
-                "currency": currency,
-                "amount_minor": amount,
-                "stripe_fee_minor": fee,
-            }
-            if kind == "separate":
-                others = [s for s in SELLERS if s is not seller]
-                partner = self.rng.choice(others)
-                cmd: c.Command = c.RecordPayment(
-                    charge_type="separate",
-                    transfer_group=f"order_{self.seed}_{n}",
-                    split=(
-                        SplitPart(seller.account_id, share_bps=6_000),
-                        SplitPart(partner.account_id, share_bps=3_000),
-                    ),
-                    **common,
-                )
+            params: dict[str, Any] = {"amount": amount, "currency": currency}
+            if kind == "destination":
+                params |= {
+                    "transfer_data": {"destination": acct},
+                    "application_fee_amount": amount // 10,
+                }
+                if n % 6 == 0:
+                    params["on_behalf_of"] = acct
+                intent = self._pay(n, params)
+            elif kind == "direct":
+                intent = self._pay(n, params | {"application_fee_amount": amount // 10}, acct)
             else:
-                cmd = c.RecordPayment(
-                    charge_type=kind,
-                    account_id=seller.account_id,
-                    application_fee_minor=amount // 10,
-                    **common,
-                )
-            taken.append((kind, self.run(cmd)))
-        return taken
+                partner = self.rng.choice([s for s in SELLERS if s is not seller])
+                split = [
+                    {"account": acct, "share_bps": 6_000},
+                    {"account": self.run.accounts[partner.name], "share_bps": 3_000},
+                ]
+                params |= {"transfer_group": f"order_{self.seed}_{n}"}
+                if n == 5:  # this customer will dispute the charge, and the platform will lose
+                    params["payment_method"] = "pm_card_createDispute"
+                intent = self._pay(n, params | {"metadata": {"sluice_split": json.dumps(split)}})
+            charges[kind].append(intent)
+        return charges
 
-    def refund_and_dispute(self, taken: list[tuple[str, CommandResult]]) -> None:
-        destination = next(r for kind, r in taken if kind == "destination")
-        payment = self.app.get_payment(destination.ids["payment"])
-        assert payment is not None
-        self.run(
-            c.RefundPayment(
-                idempotency_key=self.key("refund"),
-                effective_at=self.tick(),
-                payment_id=payment.payment_id,
-                amount_minor=payment.amount_minor // 2 // 10 * 10,
-                reverse_transfer=True,
-                refund_application_fee=True,
-            )
+    def refund_and_dispute(self, charges: dict[str, list[Any]]) -> None:
+        refunded = charges["destination"][0]
+        self.gateway.create_refund(
+            charge=str(refunded.latest_charge),
+            amount=refunded.amount // 2 // 10 * 10,
+            reverse_transfer=True,
+            refund_application_fee=True,
+            idempotency_key=idempotency_key("demo", str(self.seed), "refund"),
         )
-        separate = [r for kind, r in taken if kind == "separate"][-1]
-        disputed = self.app.get_payment(separate.ids["payment"])
-        assert disputed is not None
-        self.run(
-            c.OpenDispute(
-                idempotency_key=self.key("dispute"),
-                effective_at=self.tick(),
-                payment_id=disputed.payment_id,
-                fee_minor=DISPUTE_FEE_MINOR[disputed.currency],
+        self.fold()  # the dispute exists once the disputed charge's events are in
+        for dispute in self.client.v1.disputes.list({"limit": 10}).data:
+            self.client.v1.disputes.update(
+                dispute.id,
+                {"evidence": {"uncategorized_text": "losing_evidence"}},
+                {"idempotency_key": self._key("evidence", dispute.id)},
             )
-        )
-        self.run(
-            c.CloseDispute(
-                idempotency_key=self.key("dispute", "lost"),
-                effective_at=self.tick(60 * 24 * 3),
-                payment_id=disputed.payment_id,
-                won=False,
-            )
-        )
-
-    def release_everything(self) -> None:
-        self.now = DEMO_START + timedelta(days=10)
-        for account in (PLATFORM_ACCOUNT_ID, *(s.account_id for s in SELLERS)):
-            for currency in ("usd", "jpy"):
-                self.run(
-                    c.ReleaseFunds(
-                        idempotency_key=self.key("release", account, currency),
-                        effective_at=self.now,
-                        account_id=account,
-                        currency=currency,
-                        until=self.now,
-                    )
-                )
 
     def pay_out(self) -> None:
+        """What the workers will do on schedule: pay out each seller's available funds."""
         for s in SELLERS:
-            balance = self.app.get_balance(s.account_id, s.currency)
-            if balance is None or balance.available_minor <= 0:
-                continue
-            payout = self.run(
-                c.RequestPayout(
-                    idempotency_key=self.key("payout", s.account_id),
-                    effective_at=self.tick(),
-                    account_id=s.account_id,
-                    currency=s.currency,
-                    amount_minor=balance.available_minor,
-                )
+            acct = self.run.accounts[s.name]
+            key = self._key("payout", s.name)
+            payout_id = object_id("po", key)
+            recorded = self.ledger.get_payout(payout_id)  # a rerun pays what the first run did
+            balance = self.ledger.get_balance(acct, s.currency)
+            amount = (
+                recorded.amount_minor if recorded else balance.available_minor if balance else 0
             )
-            payout_id = payout.ids["payout"]
-            self.run(
-                c.MarkPayoutInTransit(
-                    idempotency_key=self.key("transit", payout_id),
-                    effective_at=self.tick(60),
+            if amount <= 0:
+                continue
+            self._execute(
+                c.RequestPayout(
+                    idempotency_key=key,
+                    effective_at=self._now(),
+                    account_id=acct,
+                    currency=s.currency,
+                    amount_minor=amount,
                     payout_id=payout_id,
                 )
             )
-            if s.account_id == "acct_dune_ceramics":
-                self.run(
-                    c.FailPayout(
-                        idempotency_key=self.key("fail", payout_id),
-                        effective_at=self.tick(60 * 24),
-                        payout_id=payout_id,
-                        failure_code="no_account",
-                    )
-                )
-            else:
-                self.run(
-                    c.MarkPayoutPaid(
-                        idempotency_key=self.key("paid", payout_id),
-                        effective_at=self.tick(60 * 24),
-                        payout_id=payout_id,
-                    )
-                )
+            self.gateway.create_payout(
+                account=acct,
+                amount=amount,
+                currency=s.currency,
+                idempotency_key=payout_id,
+                metadata={SLUICE_PAYOUT_METADATA_KEY: payout_id},
+            )
+            self.run.payouts.append(payout_id)
 
     def late_payments(self) -> None:
-        """Sales after the release, still pending when the demo ends."""
-        for n, seller in enumerate(SELLERS):
-            amount = self.rng.randint(8, 400) * (100 if seller.currency == "jpy" else 125)
-            self.run(
-                c.RecordPayment(
-                    idempotency_key=self.key("late", n),
-                    effective_at=self.tick(),
-                    charge_type="destination",
-                    account_id=seller.account_id,
-                    currency=seller.currency,
-                    amount_minor=amount,
-                    stripe_fee_minor=stripe_fee(amount, seller.currency),
-                    application_fee_minor=amount // 10,
-                )
+        """Sales after the payouts, still pending when the demo ends."""
+        for n, s in enumerate(SELLERS):
+            amount = self.rng.randint(8, 400) * (100 if s.currency == "jpy" else 125)
+            self._pay(
+                100 + n,
+                {
+                    "amount": amount,
+                    "currency": s.currency,
+                    "application_fee_amount": amount // 10,
+                    "transfer_data": {"destination": self.run.accounts[s.name]},
+                },
             )
 
-    def play(self) -> None:
-        self.open_accounts()
-        taken = self.take_payments()
-        self.refund_and_dispute(taken)
-        self.release_everything()
-        self.pay_out()
-        self.late_payments()
+    def compare(self) -> None:
+        """Every account's ledger balance beside Stripe's ``GET /v1/balance``."""
+        holders = [(self.settings.platform_account_id, None)] + [
+            (acct, acct) for acct in self.run.accounts.values()
+        ]
+        for sluice_id, stripe_id in holders:
+            options = {"stripe_account": stripe_id} if stripe_id else {}
+            stripe_balance = self.client.v1.balance.retrieve({}, options).to_dict()
+            currencies = {b["currency"] for b in stripe_balance["available"]}
+            currencies |= {b["currency"] for b in stripe_balance["pending"]}
+            for currency in sorted(currencies):
+                mine = self.ledger.get_balance(sluice_id, currency)
+                self.run.agreement.append(
+                    (
+                        sluice_id,
+                        currency,
+                        mine.pending_minor if mine else 0,
+                        mine.available_minor if mine else 0,
+                        _amount(stripe_balance, "pending", currency),
+                        _amount(stripe_balance, "available", currency),
+                    )
+                )
 
 
-def balance_rows(app: Ledger) -> list[tuple[str, str, int, int]]:
+def _amount(balance: dict[str, Any], kind: str, currency: str) -> int:
+    return sum(int(b["amount"]) for b in balance[kind] if b["currency"] == currency)
+
+
+@contextmanager
+def sandbox_and_webhooks(settings: Settings, app_factory: Any) -> Iterator[tuple[Any, Settings]]:
+    """The in-process sandbox, Sluice's HTTP endpoint on a free port, and both wired together."""
+    from adapters.http.server import serving
+    from adapters.stripe.sandbox import Sandbox
+
+    with Sandbox(seed=SANDBOX_SEED, **stripe_fee_settings()) as sandbox:
+        settings = settings.model_copy(
+            update={
+                "stripe_api_key": sandbox.secret_key,
+                "stripe_api_base": sandbox.base_url,
+                "stripe_platform_account_id": sandbox.platform_account_id,
+            }
+        )
+        with serving(app_factory(settings)) as base_url:
+            client = sandbox.client()
+            secrets = []
+            for connect in (False, True):  # platform events, and connected accounts' events
+                endpoint = client.v1.webhook_endpoints.create(
+                    {
+                        "url": f"{base_url}/webhooks/stripe",
+                        "enabled_events": ["*"],
+                        "connect": connect,
+                    }
+                )
+                secrets.append(str(endpoint.secret))
+            settings.stripe_webhook_secret = ",".join(secrets)
+            yield sandbox, settings
+
+
+def balance_rows(ledger: Ledger) -> list[tuple[str, str, int, int]]:
     """(account, currency, pending, available) for every balance the journal knows of."""
-    _, per_book = app.journal_totals()
+    _, per_book = ledger.journal_totals()
     keys = sorted({(o, cur) for (o, book, cur) in per_book if book in (PENDING, AVAILABLE)})
     rows = []
     for owner, currency in keys:
-        balance = app.get_balance(owner, currency)
+        balance = ledger.get_balance(owner, currency)
         if balance is not None:
             rows.append((owner, currency, balance.pending_minor, balance.available_minor))
     return rows

@@ -453,6 +453,10 @@ class Ledger(Application[UUID]):
             return None
         return found if isinstance(found, cls) else None
 
+    def has_command(self, idempotency_key: str) -> bool:
+        """Whether a command with this key was accepted before."""
+        return self._find(command_record_id(idempotency_key), CommandRecord) is not None
+
     def get_account(self, account_id: str) -> ConnectedAccount | None:
         return self._find(account_aggregate_id(account_id), ConnectedAccount)
 

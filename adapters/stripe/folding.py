@@ -36,6 +36,23 @@ INBOX_BATCH_MAX = 500
 PAYOUT_RANK = {PENDING_STATUS: 0, IN_TRANSIT: 1, PAID: 2, FAILED: 3, CANCELED: 3}
 SPLIT_METADATA_KEY = "sluice_split"  # JSON list of {account, share_bps | fixed_amount}
 SLUICE_PAYOUT_METADATA_KEY = "sluice_payout_id"
+# Known types that move no money Sluice books (kept and counted apart from unknown types).
+NOTHING_TO_FOLD = frozenset(
+    {
+        "payment_intent.created",
+        "payment_intent.processing",
+        "payment_intent.requires_action",
+        "payment_intent.canceled",
+        "payment_intent.payment_failed",
+        "charge.failed",
+        "charge.pending",
+        "charge.updated",
+        "balance.pending",
+        "payout.reconciliation_completed",
+        "topup.reversed",
+        "webhook_endpoint.updated",
+    }
+)
 
 
 class Ignored(Exception):
@@ -127,9 +144,10 @@ class Folder:
     def fold(self, event: dict[str, Any]) -> str:
         if bool(event.get("livemode")) != self.settings.stripe_livemode:
             raise Ignored("livemode mismatch")
-        handler = self.handlers.get(str(event.get("type")))
+        kind = str(event.get("type"))
+        handler = self.handlers.get(kind)
         if handler is None:
-            raise Ignored(f"unhandled type {event.get('type')}")
+            raise Ignored("nothing to fold" if kind in NOTHING_TO_FOLD else "unknown type")
         self._ensure_platform()
         self._event_created = int(event.get("created") or 0)
         handler(event["data"]["object"], self._stripe_account(event.get("account")))
@@ -163,6 +181,10 @@ class Folder:
                     kind="platform",
                 )
             )
+
+    def sync_account(self, account_id: str) -> None:
+        """Brings a connected account's flags and capabilities in step with Stripe now."""
+        self._ensure_account(account_id, refresh=True)
 
     def _ensure_account(self, account_id: str, *, refresh: bool = False) -> None:
         """A connected account: opened on first sight, its flags kept in step with Stripe."""

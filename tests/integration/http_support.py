@@ -6,18 +6,14 @@ import csv
 import http.client
 import io
 import json
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
-
 from adapters.bootstrap import read_model
+from adapters.http.server import serving
 from adapters.keys import create_key
 from adapters.settings import Settings
 
@@ -25,30 +21,11 @@ SERVER_START_TIMEOUT_S = 15
 AUTO = object()  # "generate an Idempotency-Key"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def running(app: Any) -> Iterator[str]:
-    """Serves ``app`` with uvicorn on a free local port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(SERVER_START_TIMEOUT_S)
+    """Serves ``app`` with uvicorn on a free local port; yields ``host:port``."""
+    with serving(app) as base_url:
+        yield base_url.removeprefix("http://")
 
 
 @dataclass
