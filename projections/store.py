@@ -5,7 +5,8 @@ with the library's own transaction and ``_insert_tracking`` so that rows and the
 position commit together: a redelivered batch fails its tracking insert and changes nothing.
 
 SQL is written once, portable between PostgreSQL and SQLite: ``%s`` placeholders (rewritten to
-``?`` for SQLite) and table names starting with ``rm_`` (schema-qualified for PostgreSQL).
+``?`` for SQLite) and table names starting with ``rm_`` or ``sl_`` (schema-qualified for
+PostgreSQL).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
 READ_MODEL_ENV_NAME = "ReadModel"  # PostgreSQL tracking table: readmodel_tracking
-_TABLE = re.compile(r"\brm_")
+_TABLE = re.compile(r"\b(rm|sl)_")  # rm_: read models; sl_: other Sluice tables (inbox)
 
 
 class Tx(Protocol):
@@ -92,7 +93,7 @@ class PostgresReadModel(_ReadModelMixin, PostgresTrackingRecorder):
         )
 
     def sql(self, statement: str) -> str:
-        return _TABLE.sub(f'"{self.datastore.schema}".rm_', statement)
+        return _TABLE.sub(lambda m: f'"{self.datastore.schema}".{m.group(0)}', statement)
 
     def add_ddl(self, statements: Sequence[str]) -> None:
         from psycopg.sql import SQL
