@@ -14,6 +14,15 @@ from ledger.ids import account_aggregate_id
 from ledger.money import check_amount, check_currency
 
 ACCOUNT_KINDS = ("platform", "connected")
+# Stripe's bank account statuses; "errored" (a payout bounced) pauses payouts until it changes.
+EXTERNAL_ACCOUNT_STATUSES = (
+    "unknown",
+    "new",
+    "validated",
+    "verified",
+    "verification_failed",
+    "errored",
+)
 VERIFICATION_STATUSES = ("unverified", "pending", "verified", "rejected")
 CAPABILITY_STATUSES = ("active", "inactive", "pending", "unrequested")
 INTERVALS = ("daily", "weekly", "monthly", "manual")
@@ -53,6 +62,7 @@ class ConnectedAccount(Aggregate):
             account.capabilities = {}
             account.charges_enabled = False
             account.payouts_enabled = False
+            account.external_account_status = "unknown"
             account.schedule = {
                 "interval": "daily",
                 "delay_days": 2,
@@ -68,12 +78,15 @@ class ConnectedAccount(Aggregate):
         charges_enabled: bool
         payouts_enabled: bool
         effective_at: datetime
+        # Added later, so with a default: events recorded before it read as "unknown".
+        external_account_status: str = "unknown"
 
         def apply(self, account: ConnectedAccount) -> None:
             account.verification_status = self.verification_status
             account.capabilities = dict(self.capabilities)
             account.charges_enabled = self.charges_enabled
             account.payouts_enabled = self.payouts_enabled
+            account.external_account_status = self.external_account_status
 
     class PayoutScheduleSet(Aggregate.Event):
         interval: str
@@ -106,6 +119,7 @@ class ConnectedAccount(Aggregate):
     capabilities: dict[str, str]
     charges_enabled: bool
     payouts_enabled: bool
+    external_account_status: str  # of the bank account payouts go to
     schedule: dict[str, Any]
     closed: bool
 
@@ -153,6 +167,12 @@ class ConnectedAccount(Aggregate):
             raise PayoutsDisabledError(
                 f"payouts are not enabled on {self.account_id}", param="account"
             )
+        if self.external_account_status == "errored":
+            raise PayoutsDisabledError(
+                f"the bank account of {self.account_id} is errored; payouts are paused until "
+                "it is updated",
+                param="account",
+            )
 
     def update(
         self,
@@ -162,9 +182,15 @@ class ConnectedAccount(Aggregate):
         capabilities: dict[str, str] | None = None,
         charges_enabled: bool | None = None,
         payouts_enabled: bool | None = None,
+        external_account_status: str | None = None,
     ) -> None:
         self.require_open()
         status = self.verification_status
+        bank = self.external_account_status
+        if external_account_status is not None:
+            bank = _choice(
+                external_account_status, EXTERNAL_ACCOUNT_STATUSES, "external_account_status"
+            )
         if verification_status is not None:
             status = _choice(verification_status, VERIFICATION_STATUSES, "verification_status")
         caps = dict(self.capabilities)
@@ -195,6 +221,7 @@ class ConnectedAccount(Aggregate):
             capabilities=caps,
             charges_enabled=charges,
             payouts_enabled=payouts,
+            external_account_status=bank,
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )

@@ -439,6 +439,7 @@ class Ledger(Application[UUID]):
     release_funds = _use_case(c.ReleaseFunds)
     top_up = _use_case(c.TopUp)
     request_payout = _use_case(c.RequestPayout)
+    submit_payout = _use_case(c.SubmitPayout)
     mark_payout_in_transit = _use_case(c.MarkPayoutInTransit)
     mark_payout_paid = _use_case(c.MarkPayoutPaid)
     fail_payout = _use_case(c.FailPayout)
@@ -547,6 +548,7 @@ def _update_account(s: Scope, cmd: c.UpdateAccount) -> dict[str, str]:
         capabilities=cmd.capabilities,
         charges_enabled=cmd.charges_enabled,
         payouts_enabled=cmd.payouts_enabled,
+        external_account_status=cmd.external_account_status,
     )
     return {"account": cmd.account_id}
 
@@ -844,6 +846,11 @@ def _request_payout(s: Scope, cmd: c.RequestPayout) -> dict[str, str]:
     return {"payout": payout_id}
 
 
+def _submit_payout(s: Scope, cmd: c.SubmitPayout) -> dict[str, str]:
+    s.payout(cmd.payout_id).submitted(cmd.stripe_payout_id, s.when)
+    return {"payout": cmd.payout_id, "stripe_payout": cmd.stripe_payout_id}
+
+
 def _mark_in_transit(s: Scope, cmd: c.MarkPayoutInTransit) -> dict[str, str]:
     s.payout(cmd.payout_id).mark_in_transit(s.when)
     return {"payout": cmd.payout_id}
@@ -879,6 +886,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.ReleaseFunds: _release_funds,
     c.TopUp: _top_up,
     c.RequestPayout: _request_payout,
+    c.SubmitPayout: _submit_payout,
     c.MarkPayoutInTransit: _mark_in_transit,
     c.MarkPayoutPaid: _mark_paid,
     c.FailPayout: _fail_payout,

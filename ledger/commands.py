@@ -77,6 +77,7 @@ class UpdateAccount(Command):
     capabilities: dict[str, str] | None = None
     charges_enabled: bool | None = None
     payouts_enabled: bool | None = None
+    external_account_status: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,6 +201,15 @@ class RequestPayout(Command):
     currency: str
     amount_minor: int
     payout_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitPayout(Command):
+    """Stripe accepted the payout: its ``po_`` id is recorded, once."""
+
+    name = "submit_payout"
+    payout_id: str
+    stripe_payout_id: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -44,7 +44,15 @@ class Payout(Aggregate):
             payout.amount_minor = self.amount_minor
             payout.status = PENDING_STATUS
             payout.failure_code = None
+            payout.stripe_payout_id = None
             payout.history = [[PENDING_STATUS, self.effective_at]]
+
+    class Submitted(Aggregate.Event):
+        stripe_payout_id: str
+        effective_at: datetime
+
+        def apply(self, payout: Payout) -> None:
+            payout.stripe_payout_id = self.stripe_payout_id
 
     class MarkedInTransit(Aggregate.Event):
         effective_at: datetime
@@ -73,6 +81,7 @@ class Payout(Aggregate):
     amount_minor: int
     status: str
     failure_code: str | None
+    stripe_payout_id: str | None  # set once Stripe accepted it
     history: list[list[str | datetime]]
 
     def __init__(self) -> None:
@@ -111,6 +120,23 @@ class Payout(Aggregate):
     def _moved_to(self, status: str, at: datetime) -> None:
         self.status = status
         self.history.append([status, at])
+
+    def submitted(self, stripe_payout_id: str, when: When) -> None:
+        if not isinstance(stripe_payout_id, str) or not stripe_payout_id.startswith("po_"):
+            raise InvalidParameterError(
+                "a Stripe payout id starts with po_", param="stripe_payout_id"
+            )
+        if self.stripe_payout_id is not None:
+            raise InvalidTransitionError(
+                f"payout {self.payout_id} was already submitted as {self.stripe_payout_id}",
+                param="stripe_payout_id",
+            )
+        self.trigger_event(
+            self.Submitted,
+            stripe_payout_id=stripe_payout_id,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
 
     def mark_in_transit(self, when: When) -> None:
         self._require(IN_TRANSIT)

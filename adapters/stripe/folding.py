@@ -207,10 +207,19 @@ class Folder:
             name: status if status in ("active", "inactive", "pending") else "inactive"
             for name, status in (acct.get("capabilities") or {}).items()
         }
+        banks = [
+            b
+            for b in (acct.get("external_accounts") or {}).get("data", [])
+            if b.get("object") == "bank_account"
+        ]
         state = {
             "charges_enabled": bool(acct.get("charges_enabled")),
             "payouts_enabled": bool(acct.get("payouts_enabled")),
             "capabilities": capabilities,
+            # An errored bank account pauses Sluice's payouts until it is updated.
+            "external_account_status": str(banks[0].get("status") or "unknown")
+            if banks
+            else "unknown",
         }
         verified = state["charges_enabled"] and state["payouts_enabled"]
         digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
@@ -489,7 +498,8 @@ class Folder:
         payout = self.gateway.retrieve("payout", str(obj["id"]), account=account).data
         holder = self._sluice_account(account)
         if holder != self.platform:
-            self._ensure_account(holder)
+            # A failed payout errors the bank account: refresh it (payouts pause until fixed).
+            self._ensure_account(holder, refresh=payout.get("status") == FAILED)
         payout_id = (payout.get("metadata") or {}).get(SLUICE_PAYOUT_METADATA_KEY) or payout["id"]
         at = _at(payout.get("created"))
         recorded = self.ledger.get_payout(str(payout_id))
@@ -508,6 +518,15 @@ class Folder:
         target = str(payout["status"])
         if recorded is None or target not in PAYOUT_RANK:
             raise Ignored(f"payout status {target}")
+        if recorded.stripe_payout_id is None and payout_id != payout["id"]:
+            self._run(
+                c.SubmitPayout(
+                    idempotency_key=f"stripe:payout:{payout['id']}:submitted",
+                    effective_at=at,
+                    payout_id=str(payout_id),
+                    stripe_payout_id=str(payout["id"]),
+                )
+            )
         status = recorded.status
         if PAYOUT_RANK[target] <= PAYOUT_RANK[status] and not (status == PAID and target == FAILED):
             return  # already there (or further): a stale or repeated event
