@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from adapters.keys import KEYS_DDL
 from adapters.persistence import ensure_postgres_schema, ledger_env, postgres_absence_probe
@@ -71,3 +72,25 @@ def init_database(settings: Settings | None = None) -> None:
     bootstrap(settings, create_tables=True).close()
     if not settings.database_url.startswith("memory://"):
         read_model(settings, create_tables=True)
+
+
+def message_broker(url: str | None = None) -> Any:
+    """The dramatiq broker at ``url`` (default ``SLUICE_BROKER_URL``, else RabbitMQ on
+    localhost): ``amqp://`` → RabbitMQ with publisher confirms, ``redis://`` → Redis,
+    ``stub://`` → the in-memory StubBroker (tests, embedded mode)."""
+    import os
+
+    url = url or os.environ.get("SLUICE_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672/"
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=url, confirm_delivery=True)
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url)
+    if url.startswith("stub://"):
+        from dramatiq.brokers.stub import StubBroker
+
+        return StubBroker()
+    raise ValueError(f"unsupported broker URL {url!r}: use amqp://, redis:// or stub://")

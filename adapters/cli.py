@@ -631,6 +631,64 @@ def sandbox_cmd(
     run_sandbox(host=host, port=port, seed=seed)
 
 
+worker_app = typer.Typer(help="dramatiq workers (payouts, webhooks, releases)")
+app.add_typer(worker_app, name="worker")
+
+
+def _exec_python(*args: str) -> None:
+    """Replaces this process (signals reach it directly). ``workers`` sits above ``adapters``
+    in the import contracts, so the worker-side commands run as their own module."""
+    import os
+
+    os.execv(sys.executable, [sys.executable, *args])
+
+
+@worker_app.callback(invoke_without_command=True)
+def worker(
+    ctx: typer.Context,
+    processes: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    threads: Annotated[int, typer.Option(help="Threads per process")] = 4,
+) -> None:
+    """Run the dramatiq workers (``dramatiq workers.main``; SLUICE_BROKER_URL picks the broker)."""
+    if ctx.invoked_subcommand is None:
+        _exec_python(
+            "-m",
+            "dramatiq",
+            "workers.main",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+        )
+
+
+@worker_app.command("dead-letters")
+def worker_dead_letters(
+    limit: Annotated[int, typer.Option(help="At most this many per queue")] = 1000,
+) -> None:
+    """List dead-lettered messages (RabbitMQ <queue>.XQ) without consuming them."""
+    _exec_python("-m", "workers.cli", "dead-letters", "--limit", str(limit))
+
+
+@app.command()
+def relay(
+    once: Annotated[bool, typer.Option(help="Publish what is pending, then exit")] = False,
+) -> None:
+    """Publish the messages the Ledger's events call for (one active relay)."""
+    _exec_python("-m", "workers.cli", "relay", *(["--once"] if once else []))
+
+
+@app.command()
+def scheduler(
+    once: Annotated[bool, typer.Option(help="One tick, then exit")] = False,
+    tick: Annotated[float, typer.Option(help="Seconds between ticks")] = 10.0,
+) -> None:
+    """Enqueue releases, scheduled payouts, inbox passes and sweeps (one active scheduler)."""
+    _exec_python(
+        "-m", "workers.cli", "scheduler", "--tick", str(tick), *(["--once"] if once else [])
+    )
+
+
 def main() -> None:
     try:
         app()

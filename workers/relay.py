@@ -1,0 +1,131 @@
+"""`sluice relay`: publishes the messages the Ledger's events call for, from a tracked position.
+
+It follows the notification log after its position (table ``sl_relay_position``), publishes
+for each event that needs one (``Payout.Requested`` → ``submit_payout``), and stores its new
+position only after the broker confirmed the messages (RabbitMQ ``confirm_delivery``: ``send``
+returns after the confirm). A crash in between republishes: message ids derive from the event's
+position, so a replay publishes the same ids, and every effect is idempotent anyway.
+
+It wakes on PostgreSQL ``LISTEN`` on the events table's channel (eventsourcing NOTIFYs it on
+every insert), polling as a fallback (every 0.5 s on SQLite). Exactly one relay is active: a
+session advisory lock held for the relay's life; a second one waits and takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from adapters.settings import Settings
+from ledger.application import Ledger
+from ledger.payouts import Payout
+from projections.store import ReadModel
+from workers.actors import message_id, send
+from workers.singleton import RELAY_LOCK, Singleton
+
+log = logging.getLogger("sluice.workers")
+
+RELAY_DDL = (
+    "CREATE TABLE IF NOT EXISTS sl_relay_position ("
+    " name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+)
+CHECKPOINT_EVERY = 200  # events between position writes within one pass
+PASS_EVENTS_MAX = 10_000
+POLL_S = 0.5  # SQLite, or no notification
+LISTEN_WAIT_S = 5.0  # PostgreSQL: wait this long for a NOTIFY before looking anyway
+
+Publish = Callable[..., Any]
+
+
+class Relay:
+    def __init__(
+        self,
+        ledger: Ledger,
+        view: ReadModel,
+        settings: Settings,
+        *,
+        name: str = "default",
+        publish: Publish = send,
+    ) -> None:
+        self.ledger = ledger
+        self.view = view
+        self.settings = settings
+        self.name = name
+        self.publish = publish
+        self.published = 0
+        self.singleton = Singleton(settings, RELAY_LOCK)
+        with view.write(None) as tx:
+            for ddl in RELAY_DDL:
+                tx.execute(ddl)
+
+    # Position ---------------------------------------------------------------------------------
+
+    def position(self) -> int:
+        with self.view.read() as tx:
+            tx.execute("SELECT position FROM sl_relay_position WHERE name = %s", (self.name,))
+            row = tx.one()
+        return int(row["position"]) if row else 0
+
+    def set_position(self, position: int) -> None:
+        with self.view.write(None) as tx:
+            tx.execute(
+                "INSERT INTO sl_relay_position (name, position) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (self.name, position),
+            )
+
+    # Publishing -------------------------------------------------------------------------------
+
+    def messages_for(self, position: int, event: Any) -> list[tuple[str, tuple[Any, ...], str]]:
+        """(actor, args, message id) for one event."""
+        if isinstance(event, Payout.Requested):
+            return [
+                (
+                    "submit_payout",
+                    (event.payout_id,),
+                    message_id("relay", str(position), "submit_payout"),
+                )
+            ]
+        return []
+
+    def run_once(self, max_events: int = PASS_EVENTS_MAX) -> int:
+        """Publishes everything after the position (bounded); returns events passed."""
+        start = position = self.position()
+        seen = 0
+        for position, event in self.ledger.iter_events(after=start):
+            for actor_name, args, msg_id in self.messages_for(position, event):
+                self.publish(actor_name, *args, msg_id=msg_id)  # returns after the confirm
+                self.published += 1
+            seen += 1
+            if seen % CHECKPOINT_EVERY == 0:
+                self.set_position(position)
+            if seen >= max_events:
+                break
+        if position != start:
+            self.set_position(position)
+        return seen
+
+    def run(self, stop: threading.Event) -> None:
+        """Waits to be the one active relay, then follows the log until ``stop`` is set."""
+        if not self.singleton.acquire(stop):
+            return
+        log.info("relay %s active from position %d", self.name, self.position())
+        try:
+            conn = self.singleton.conn
+            channel = getattr(self.ledger.recorder, "channel_name", None)
+            if conn is not None and channel:
+                from psycopg import sql
+
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            while not stop.is_set():
+                if self.run_once():
+                    continue
+                if conn is not None and channel:
+                    for _ in conn.notifies(timeout=LISTEN_WAIT_S, stop_after=1):
+                        pass
+                else:
+                    stop.wait(POLL_S)
+        finally:
+            self.singleton.close()

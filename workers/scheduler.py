@@ -1,0 +1,103 @@
+"""`sluice scheduler`: every tick, enqueues the work the clock calls for.
+
+- ``release_due(account, currency, until)`` for each balance with pending funds due
+  (``rm_balance_transactions`` pending with ``available_on`` ≤ now; ``until`` is the latest due
+  instant, so the release's key is stable across ticks);
+- ``evaluate_payout(account, currency, today)`` for each connected account with a non-manual
+  schedule and positive available funds (``rm_balances``); the actor decides if today is a
+  payout day and pays a slot at most once;
+- ``process_inbox`` and ``sweep``.
+
+It reads the read models, so ``sluice project run`` must be running. Exactly one scheduler is
+active (a session advisory lock); a second one waits and takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.settings import Settings
+from ledger.application import Ledger
+from projections.store import ReadModel
+from workers.actors import send
+from workers.singleton import SCHEDULER_LOCK, Singleton
+
+log = logging.getLogger("sluice.workers")
+
+TICK_S = 10.0
+
+
+def _micros(at: datetime) -> int:
+    return int(at.timestamp()) * 1_000_000 + at.microsecond
+
+
+def _instant(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        ledger: Ledger,
+        view: ReadModel,
+        settings: Settings,
+        *,
+        publish: Callable[..., Any] = send,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.view = view
+        self.settings = settings
+        self.publish = publish
+        self.clock = clock or ledger.clock
+        self.singleton = Singleton(settings, SCHEDULER_LOCK)
+
+    def tick(self, now: datetime | None = None) -> dict[str, int]:
+        now = now or self.clock()
+        counts = {"release_due": 0, "evaluate_payout": 0}
+        with self.view.read() as tx:
+            tx.execute(
+                "SELECT account_id, currency, MAX(available_on) AS until"
+                " FROM rm_balance_transactions WHERE status = 'pending' AND available_on <= %s"
+                " GROUP BY account_id, currency ORDER BY account_id, currency",
+                (_micros(now),),
+            )
+            due = tx.all()
+            tx.execute(
+                "SELECT account_id, currency FROM rm_balances WHERE available > 0"
+                " ORDER BY account_id, currency"
+            )
+            funded = tx.all()
+        for row in due:
+            until = _instant(int(row["until"])).isoformat()
+            self.publish("release_due", row["account_id"], row["currency"], until)
+            counts["release_due"] += 1
+        slot = now.astimezone(UTC).date().isoformat()
+        for row in funded:
+            account = self.ledger.get_account(row["account_id"])
+            if account is None or account.kind != "connected" or account.closed:
+                continue
+            if account.schedule.get("interval") == "manual":
+                continue
+            self.publish("evaluate_payout", row["account_id"], row["currency"], slot)
+            counts["evaluate_payout"] += 1
+        self.publish("process_inbox")
+        self.publish("sweep")
+        return counts
+
+    def run(self, stop: threading.Event, tick_s: float = TICK_S) -> None:
+        if not self.singleton.acquire(stop):
+            return
+        try:
+            while not stop.is_set():
+                try:
+                    log.info("scheduler tick: %s", self.tick())
+                except Exception:  # a tick failing (database blip) must not end the loop
+                    log.exception("scheduler tick failed")
+                stop.wait(tick_s)
+        finally:
+            self.singleton.close()
