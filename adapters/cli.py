@@ -106,6 +106,7 @@ def demo(
         console.print(f"sum of all postings per currency: {sums}")
         console.print(f"balances match the journal: {'yes' if mirror_ok else 'no'}")
         print(f"ledger balanced: {'yes' if balanced and mirror_ok else 'no'}")
+        _print_payouts(ledger, run.payouts)
         _print_agreement(run.agreement)
         print(f"stripe and ledger agree: {'yes' if run.agree else 'no'}")
         applied = projector(ledger, settings).run_once()
@@ -135,6 +136,26 @@ def _print_balances(rows: list[tuple[str, str, int, int]]) -> None:
             format_minor(pending, currency),
             format_minor(available, currency),
             style="bold",
+        )
+    console.print(table)
+
+
+def _print_payouts(ledger: Any, payout_ids: list[str]) -> None:
+    table = Table(title="Payouts made by the workers (each account's schedule decides)")
+    for column in ("payout", "account", "requested", "amount", "status", "failure"):
+        table.add_column(column, justify="right" if column == "amount" else "left")
+    for payout_id in payout_ids:
+        payout = ledger.get_payout(payout_id)
+        if payout is None:
+            continue
+        requested = payout.history[0][1]
+        table.add_row(
+            payout.payout_id,
+            payout.account_id,
+            f"{requested:%Y-%m-%d}",
+            f"{format_minor(payout.amount_minor, payout.currency)} {payout.currency}",
+            payout.status,
+            payout.failure_code or "",
         )
     console.print(table)
 

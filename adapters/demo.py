@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from adapters.settings import Settings
-from adapters.stripe.folding import SLUICE_PAYOUT_METADATA_KEY, Folder
+from adapters.stripe.folding import Folder
 from adapters.stripe.gateway import StripeClientGateway, idempotency_key
 from ledger import commands as c
 from ledger.application import CommandResult, Ledger
-from ledger.ids import object_id
 from ledger.journal import AVAILABLE, PENDING
 from projections.store import ReadModel
 
 PAYMENTS_PER_RUN = 24
+PAYOUT_DAYS = 7  # one week of daily payout runs: daily, weekly and monthly slots all come up
 DAY_S = 86_400
 FOLD_PASSES_MAX = 10
 SANDBOX_SEED = 2026  # fixed, so Stripe's ids are the same on every run
@@ -85,9 +85,11 @@ class Seller:
 SELLERS = (
     Seller("alpine", "US", "usd", "daily", 2),
     Seller("bonsai", "JP", "jpy", "weekly", 7, weekly_anchor="friday"),
-    Seller("cobalt", "US", "usd", "monthly", 3, monthly_anchor=1),
-    # Stripe's test number for a closed bank account: its payout fails and comes back.
-    Seller("dune", "US", "usd", "manual", 2, bank_account="000111111113"),
+    Seller("cobalt", "US", "usd", "monthly", 3, monthly_anchor=15),
+    # Stripe's test number for a closed bank account: its payout fails, the funds come back and
+    # further payouts pause until the bank account is updated.
+    Seller("dune", "US", "usd", "daily", 2, bank_account="000111111113"),
+    Seller("ember", "US", "usd", "manual", 2),  # paid out only on request
 )
 
 
@@ -176,8 +178,11 @@ class Demo:
         self.fold()
         self.sandbox.advance(10 * DAY_S)  # past every available_on: balance.available events
         self.fold()
-        self.pay_out()
-        self.sandbox.advance(5 * DAY_S)  # payouts arrive, or bounce
+        for _ in range(PAYOUT_DAYS):  # the workers pay each seller out on its own schedule
+            self.pay_out()
+            self.sandbox.advance(DAY_S)
+            self.fold()
+        self.sandbox.advance(5 * DAY_S)  # the last payouts arrive, or bounce
         self.fold()
         self.late_payments()
         self.fold()
@@ -296,36 +301,13 @@ class Demo:
             )
 
     def pay_out(self) -> None:
-        """What the workers will do on schedule: pay out each seller's available funds."""
-        for s in SELLERS:
-            acct = self.run.accounts[s.name]
-            key = self._key("payout", s.name)
-            payout_id = object_id("po", key)
-            recorded = self.ledger.get_payout(payout_id)  # a rerun pays what the first run did
-            balance = self.ledger.get_balance(acct, s.currency)
-            amount = (
-                recorded.amount_minor if recorded else balance.available_minor if balance else 0
-            )
-            if amount <= 0:
-                continue
-            self._execute(
-                c.RequestPayout(
-                    idempotency_key=key,
-                    effective_at=self._now(),
-                    account_id=acct,
-                    currency=s.currency,
-                    amount_minor=amount,
-                    payout_id=payout_id,
-                )
-            )
-            self.gateway.create_payout(
-                account=acct,
-                amount=amount,
-                currency=s.currency,
-                idempotency_key=payout_id,
-                metadata={SLUICE_PAYOUT_METADATA_KEY: payout_id},
-            )
-            self.run.payouts.append(payout_id)
+        """The workers' payout run for today's slot (embedded: no RabbitMQ needed): each
+        account's schedule, minimum and bank status decide; Stripe gets each payout once."""
+        from workers.embedded import pay_out_by_schedule
+
+        self.run.payouts += pay_out_by_schedule(
+            self.ledger, self.view, self.gateway, self.settings, self._now()
+        )
 
     def late_payments(self) -> None:
         """Sales after the payouts, still pending when the demo ends."""

@@ -188,6 +188,10 @@ def evaluate_payout_body(
             account = ctx.ledger.get_account(account_id)
             if account is None or account.closed or account.kind != "connected":
                 return None
+            if currency != account.default_currency:
+                # Payouts go to the bank account in the account's currency; other currencies
+                # stay in the balance (Stripe would refuse: no external account in it).
+                return None
             if not payout_due(account.schedule, date.fromisoformat(slot)):
                 return None
             if not account.payouts_enabled or account.external_account_status == "errored":
@@ -236,6 +240,11 @@ def _find_at_stripe(ctx: Context, payout: Any) -> str | None:
     return None
 
 
+def _failure_code(error: GatewayError) -> str:
+    code = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in error.code)
+    return (code or "stripe_refused")[:64]
+
+
 def submit_payout_body(ctx: Context, payout_id: str) -> str | None:
     """Creates the payout at Stripe and records its ``po_`` id, exactly once: duplicates wait on
     the payout's advisory lock; a crash between the two steps is repaired by the retry, which
@@ -255,15 +264,27 @@ def submit_payout_body(ctx: Context, payout_id: str) -> str | None:
         if requested is not None and ctx.ledger.clock() - requested > STRIPE_KEY_SAFE_AGE:
             stripe_id = _transient(lambda: _find_at_stripe(ctx, payout))
         if stripe_id is None:
-            created = _transient(
-                lambda: ctx.gateway.create_payout(
-                    account=payout.account_id,
-                    amount=payout.amount_minor,
-                    currency=payout.currency,
-                    idempotency_key=payout_id,
-                    metadata={SLUICE_PAYOUT_METADATA_KEY: payout_id},
+            try:
+                created = _transient(
+                    lambda: ctx.gateway.create_payout(
+                        account=payout.account_id,
+                        amount=payout.amount_minor,
+                        currency=payout.currency,
+                        idempotency_key=payout_id,
+                        metadata={SLUICE_PAYOUT_METADATA_KEY: payout_id},
+                    )
                 )
-            )
+            except GatewayError as refused:
+                # Stripe refused it for good (TransientError covers the retryable ones): the
+                # payout failed, and its funds go back to available instead of staying in
+                # transit forever.
+                ctx.ledger.fail_payout(
+                    idempotency_key=f"refused:{payout_id}",
+                    payout_id=payout_id,
+                    failure_code=_failure_code(refused),
+                )
+                log.warning("Stripe refused payout %s: %s", payout_id, refused)
+                return None
             stripe_id = str(created.id)
         if os.environ.get(CRASH_AFTER_STRIPE_ENV) == "1":
             os._exit(9)  # test hook (see CRASH_AFTER_STRIPE_ENV)
@@ -349,27 +370,27 @@ def setup(broker: dramatiq.Broker, queue_prefix: str = "") -> dict[str, dramatiq
     for name in ACTOR_OPTIONS:
         broker.actors.pop(name, None)
 
-    def process_inbox() -> dict[str, int]:
-        return process_inbox_body(get_context())
+    # Actors return nothing: their effects are in the ledger and at Stripe, not in results.
+    def process_inbox() -> None:
+        process_inbox_body(get_context())
 
-    def release_due(account_id: str, currency: str, until_iso: str) -> str | None:
-        return release_due_body(get_context(), account_id, currency, until_iso)
+    def release_due(account_id: str, currency: str, until_iso: str) -> None:
+        release_due_body(get_context(), account_id, currency, until_iso)
 
-    def evaluate_payout(account_id: str, currency: str, slot: str) -> str | None:
-        return evaluate_payout_body(
+    def evaluate_payout(account_id: str, currency: str, slot: str) -> None:
+        evaluate_payout_body(
             get_context(), account_id, currency, slot, lambda pid: send("submit_payout", pid)
         )
 
-    def submit_payout(payout_id: str) -> str | None:
-        return submit_payout_body(get_context(), payout_id)
+    def submit_payout(payout_id: str) -> None:
+        submit_payout_body(get_context(), payout_id)
 
-    def sweep() -> list[str]:
-        report = sweep_body(
+    def sweep() -> None:
+        sweep_body(
             get_context(),
             lambda pid: send("submit_payout", pid),
             lambda: send("process_inbox"),
         )
-        return report.resubmitted
 
     declared: dict[str, dramatiq.Actor[Any, Any]] = {}
     for fn in (process_inbox, release_due, evaluate_payout, submit_payout, sweep):
