@@ -43,6 +43,7 @@ from ledger.events import JournalEvent, When, check_instant
 from ledger.ids import (
     PLATFORM_ACCOUNT_ID,
     account_aggregate_id,
+    aggregate_id,
     balance_aggregate_id,
     command_record_id,
     object_id,
@@ -54,7 +55,7 @@ from ledger.journal import AVAILABLE, BALANCE_BOOKS, BANK, PENDING, RESERVED, Po
 from ledger.money import check_amount, check_currency
 from ledger.payments import Payment
 from ledger.payouts import Payout
-from ledger.records import CommandRecord
+from ledger.records import CommandRecord, IdClaim
 from ledger.splits import SplitPart, allocate
 from ledger.transfers import Transfer
 
@@ -521,6 +522,10 @@ def _created_ids(cmd: c.Command) -> list[UUID]:
         return [payout_aggregate_id(cmd.payout_id or object_id("po", cmd.idempotency_key))]
     if isinstance(cmd, c.CreateTransfer):
         return [transfer_aggregate_id(cmd.transfer_id or object_id("tr", cmd.idempotency_key))]
+    if isinstance(cmd, c.TopUp):
+        return [
+            aggregate_id("claim", "topup", cmd.topup_id or object_id("tu", cmd.idempotency_key))
+        ]
     return []
 
 
@@ -817,6 +822,7 @@ def _top_up(s: Scope, cmd: c.TopUp) -> dict[str, str]:
     amount = check_amount(cmd.amount_minor, cmd.currency)
     account = s.open_account(cmd.account_id)
     topup_id = cmd.topup_id or object_id("tu", cmd.idempotency_key)
+    s.add(IdClaim.claim("topup", topup_id, s.when), param="topup_id")  # one entry per top-up
     available_on = cmd.available_on or s.when.effective_at
     check_instant(available_on, "available_on")
     entry = move(
@@ -836,12 +842,19 @@ def _request_payout(s: Scope, cmd: c.RequestPayout) -> dict[str, str]:
     check_currency(cmd.currency)
     amount = check_amount(cmd.amount_minor, cmd.currency)
     account = s.account(cmd.account_id)
-    account.require_payouts_enabled()
+    if not isinstance(cmd.reported_by_stripe, bool):
+        raise InvalidParameterError(
+            "reported_by_stripe is true or false", param="reported_by_stripe"
+        )
     payout_id = cmd.payout_id or object_id("po", cmd.idempotency_key)
     if s.find(payout_aggregate_id(payout_id), Payout) is not None:
         raise InvalidParameterError(f"payout {payout_id} already exists", param="payout_id")
-    s.balance(account.account_id, cmd.currency).require_available(amount)
-    s.discretionary(account.account_id, cmd.currency)
+    if not cmd.reported_by_stripe:
+        # Sluice's own payouts obey its policy; a payout Stripe already made is a fact to
+        # record as it is (should the books disagree, the balance shows it, visibly).
+        account.require_payouts_enabled()
+        s.balance(account.account_id, cmd.currency).require_available(amount)
+        s.discretionary(account.account_id, cmd.currency)
     s.add(Payout.request(payout_id, account.account_id, cmd.currency, amount, s.when))
     return {"payout": payout_id}
 

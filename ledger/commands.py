@@ -201,6 +201,7 @@ class RequestPayout(Command):
     currency: str
     amount_minor: int
     payout_id: str | None = None
+    reported_by_stripe: bool = False  # a payout Stripe made (automatic ones): recorded as is
 
 
 @dataclass(frozen=True, kw_only=True)

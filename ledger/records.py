@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from eventsourcing.domain import Aggregate
 
-from ledger.ids import command_record_id
+from ledger.events import When
+from ledger.ids import aggregate_id, command_record_id
 
 
 class CommandRecord(Aggregate):
@@ -46,4 +47,26 @@ class CommandRecord(Aggregate):
             fingerprint=fingerprint,
             result=result,
             timestamp=at,
+        )
+
+
+class IdClaim(Aggregate):
+    """Claims a client-chosen id that has no aggregate of its own (a top-up's ``tu_`` id), so a
+    second use is refused instead of booking a second journal entry under the same id."""
+
+    class Claimed(Aggregate.Created):
+        kind: str
+        object_id: str
+
+    def __init__(self) -> None:
+        """Nothing to hold: existing is the point."""
+
+    @classmethod
+    def claim(cls, kind: str, object_id: str, when: When) -> IdClaim:
+        return cls._create(
+            cls.Claimed,
+            id=aggregate_id("claim", kind, object_id),
+            kind=kind,
+            object_id=object_id,
+            timestamp=when.recorded_at,
         )

@@ -24,17 +24,21 @@ def verify(
 ) -> stripe.SignatureVerificationError | None:
     """Checks the signature with Stripe's SDK against each configured secret (one per endpoint,
     platform and Connect, and old and new while rotating). None when one of them matches."""
-    failure = stripe.SignatureVerificationError("no webhook secret configured", signature)
+    failures: list[stripe.SignatureVerificationError] = []
     for secret in (part.strip() for part in secrets.split(",") if part.strip()):
         try:
             stripe.WebhookSignature.verify_header(
                 raw.decode("utf-8", errors="replace"), signature, secret, tolerance_s
             )
         except stripe.SignatureVerificationError as error:
-            failure = error
+            failures.append(error)
         else:
             return None
-    return failure
+    if not failures:
+        return stripe.SignatureVerificationError("no webhook secret configured", signature)
+    # A signature that matched a secret but is too old says more than the other mismatches.
+    stale = [f for f in failures if "tolerance" in str(f).lower()]
+    return (stale or failures)[0]
 
 
 @router.post("/webhooks/stripe", name="stripe_webhook", status_code=200)

@@ -245,17 +245,25 @@ class Folder:
 
     def _payment_intent_event(self, obj: dict[str, Any], account: str | None) -> None:
         if obj.get("latest_charge"):
-            self._ensure_payment(str(obj["latest_charge"]), account)
+            self._ensure_payment(str(obj["latest_charge"]), account, route=True)
 
     def _charge_event(self, obj: dict[str, Any], account: str | None) -> None:
-        self._ensure_payment(str(obj["id"]), account)
+        self._ensure_payment(str(obj["id"]), account, route=True)
 
-    def _ensure_payment(self, charge_id: str, account: str | None) -> str | None:
+    def _ensure_payment(
+        self, charge_id: str, account: str | None, *, route: bool = False
+    ) -> str | None:
         """Records a succeeded charge (once). Returns the payment id, None for ``py_`` payments
-        (the receiving side of a transfer, booked with the transfer)."""
+        (the receiving side of a transfer, booked with the transfer). With ``route``, a
+        separate charge's split is (re)checked even when the charge is known: a split cut
+        short by an error is completed on the retry."""
         if charge_id.startswith("py_"):
             return None
-        if self.ledger.get_payment(charge_id) is not None:
+        known = self.ledger.get_payment(charge_id)
+        if known is not None:
+            if route and known.charge_type == "separate":
+                charge = self.gateway.retrieve("charge", charge_id, account=account).data
+                self._route_split(charge, account)
             return charge_id
         charge = self.gateway.retrieve("charge", charge_id, account=account).data
         if charge.get("status") != "succeeded" or not charge.get("captured", True):
@@ -329,10 +337,24 @@ class Folder:
             ]
         except (ValueError, KeyError, TypeError) as error:
             raise Ignored(f"unreadable {SPLIT_METADATA_KEY}: {error}") from None
+        payment = self.ledger.get_payment(str(charge["id"]))
+        routed = {
+            transfer.destination_account_id
+            for transfer_id in (payment.sourced_transfers if payment else {})
+            if (transfer := self.ledger.get_transfer(transfer_id)) is not None
+        }
         for destination, amount in allocate(int(charge["amount"]), parts).items():
-            if amount == 0:
+            if amount == 0 or destination in routed:
                 continue
             self._ensure_account(destination)
+            # Stripe keeps idempotency keys for a day: a refold after that (a rebuild, a
+            # restore) must find the transfer it made instead of making a second one.
+            made = self.gateway.find_transfers(
+                destination=destination, source_transaction=str(charge["id"])
+            )
+            if made:
+                self._record_transfer(made[0].data)
+                continue
             transfer = self.gateway.create_transfer(
                 destination=destination,
                 amount=amount,
@@ -512,6 +534,7 @@ class Folder:
                     currency=str(payout["currency"]),
                     amount_minor=int(payout["amount"]),
                     payout_id=str(payout_id),
+                    reported_by_stripe=True,
                 )
             )
             recorded = self.ledger.get_payout(str(payout_id))

@@ -59,8 +59,10 @@ def map_stripe_error(error: stripe.StripeError) -> GatewayError:
         isinstance(error, stripe.APIConnectionError | stripe.RateLimitError)
         or (isinstance(error, stripe.APIError) and (status is None or status >= 500))
         or code == "lock_timeout"
+        # 409: a conflicting request (e.g. the same key still in flight); Stripe says retry.
+        or status == 409
     )
-    if isinstance(error, stripe.IdempotencyError):
+    if isinstance(error, stripe.IdempotencyError) and status != 409:
         retryable = False  # same key, other parameters: a bug on our side, not a blip
     return GatewayError(
         message, retryable=retryable, stripe_code=code, param=param, http_status=status
@@ -157,6 +159,10 @@ class StripeGateway(ABC):
 
     @abstractmethod
     def list_refunds(self, *, charge: str, account: str | None = None) -> list[StripeObject]: ...
+
+    @abstractmethod
+    def find_transfers(self, *, destination: str, source_transaction: str) -> list[StripeObject]:
+        """Transfers to ``destination`` funded by a charge (among its newest 100)."""
 
 
 def _obj(value: Any) -> StripeObject:
@@ -372,3 +378,14 @@ class StripeClientGateway(StripeGateway):
             self._options(account=account),
         )
         return [_obj(r) for r in page.data]
+
+    def find_transfers(self, *, destination: str, source_transaction: str) -> list[StripeObject]:
+        page = self._call(
+            self.client.v1.transfers.list,
+            {"destination": destination, "limit": REFUNDS_PER_CHARGE_MAX},
+        )
+        return [
+            _obj(t)
+            for t in page.data
+            if getattr(t, "source_transaction", None) == source_transaction
+        ]
