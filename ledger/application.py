@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -209,6 +210,13 @@ class Scope:
             raise PayoutNotFoundError(f"no such payout: {payout_id}", param="payout")
         return found
 
+    def claim(self, kind: str, object_id: str, param: str) -> None:
+        """A client-chosen id names one thing, ledger-wide: its journal entry ids derive from
+        it, so a second use would book two entries under one id. Refused as ``param``'s."""
+        if not isinstance(object_id, str) or not object_id:
+            raise InvalidParameterError(f"{param} must be a non-empty string", param=param)
+        self.add(IdClaim.claim(kind, object_id, self.when), param=param)
+
     def discretionary(self, account_id: str, currency: str) -> None:
         """Marks a debit that must not take this balance's available funds below the floor."""
         self._discretionary.add((account_id, currency))
@@ -376,7 +384,10 @@ class Ledger(Application[UUID]):
 
     def _run_batch(self, commands: Sequence[c.Command]) -> list[CommandResult]:
         probe = [command_record_id(str(cmd.idempotency_key)) for cmd in commands]
-        probe += [i for cmd in commands for i in _created_ids(cmd)]
+        for cmd in commands:
+            # Malformed ids: the command is refused with a clear error when it runs.
+            with suppress(TypeError, AttributeError):
+                probe += _created_ids(cmd)
         batch = _Batch(self, self.absence_probe(probe))
         recorded_at = self.clock()
         outcomes: list[tuple[CommandResult, list[tuple[UUID, int]]]] = []
@@ -724,6 +735,7 @@ def _reverse_transfer(s: Scope, cmd: c.ReverseTransfer) -> dict[str, str]:
     s.balance(transfer.destination_account_id, transfer.currency).require_available(amount)
     s.discretionary(transfer.destination_account_id, transfer.currency)
     reversal_id = cmd.reversal_id or object_id("trr", cmd.idempotency_key)
+    s.claim("reversal", reversal_id, "reversal_id")
     transfer.reverse(reversal_id, amount, s.when)
     return {"transfer": transfer.transfer_id, "reversal": reversal_id}
 
@@ -761,6 +773,9 @@ def _refund_payment(s: Scope, cmd: c.RefundPayment) -> dict[str, str]:
                 param="application_fee_refund_minor",
             )
     refund_id = cmd.refund_id or object_id("re", cmd.idempotency_key)
+    s.claim("refund", refund_id, "refund_id")
+    if fee_refund:
+        s.claim("fee_refund", refund_id, "refund_id")  # the fee refund goes by the refund's id
     ids = {"refund": refund_id, "payment": payment.payment_id}
     if reversal:
         invariant(payment.destination_transfer_id is not None, "reversal needs a transfer")
@@ -771,6 +786,7 @@ def _refund_payment(s: Scope, cmd: c.RefundPayment) -> dict[str, str]:
             transfer.check_reversal(reversal)  # a fact larger than what is left is refused
         if reversal:
             ids["reversal"] = cmd.reversal_id or object_id("trr", refund_id)
+            s.claim("reversal", ids["reversal"], "reversal_id")
             transfer.reverse(ids["reversal"], reversal, s.when)
     payment.refund(
         refund_id,
@@ -787,6 +803,7 @@ def _refund_payment(s: Scope, cmd: c.RefundPayment) -> dict[str, str]:
 def _refund_application_fee(s: Scope, cmd: c.RefundApplicationFee) -> dict[str, str]:
     payment = s.payment(cmd.payment_id)
     fee_refund_id = cmd.fee_refund_id or object_id("fr", cmd.idempotency_key)
+    s.claim("fee_refund", fee_refund_id, "fee_refund_id")
     amount = payment.check_fee_refund(fee_refund_id, cmd.amount_minor)
     payment.refund_fee(fee_refund_id, amount, s.when)
     return {"fee_refund": fee_refund_id, "payment": payment.payment_id}
@@ -795,6 +812,7 @@ def _refund_application_fee(s: Scope, cmd: c.RefundApplicationFee) -> dict[str, 
 def _open_dispute(s: Scope, cmd: c.OpenDispute) -> dict[str, str]:
     payment = s.payment(cmd.payment_id)
     dispute_id = cmd.dispute_id or object_id("dp", cmd.idempotency_key)
+    s.claim("dispute", dispute_id, "dispute_id")
     payment.open_dispute(dispute_id, cmd.amount_minor, cmd.fee_minor, s.when)
     return {"dispute": dispute_id, "payment": payment.payment_id}
 
@@ -822,7 +840,7 @@ def _top_up(s: Scope, cmd: c.TopUp) -> dict[str, str]:
     amount = check_amount(cmd.amount_minor, cmd.currency)
     account = s.open_account(cmd.account_id)
     topup_id = cmd.topup_id or object_id("tu", cmd.idempotency_key)
-    s.add(IdClaim.claim("topup", topup_id, s.when), param="topup_id")  # one entry per top-up
+    s.claim("topup", topup_id, "topup_id")
     available_on = cmd.available_on or s.when.effective_at
     check_instant(available_on, "available_on")
     entry = move(

@@ -26,6 +26,10 @@ class Command:
         be stored in events forever and break read models and exports downstream."""
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.type in ("str", "str | None") and not (
+                isinstance(value, str) or (value is None and f.type == "str | None")
+            ):
+                raise InvalidParameterError(f"{f.name} must be a string", param=f.name)
             texts = [value] if isinstance(value, str) else []
             if isinstance(value, dict):
                 texts = [str(k) for k in value] + [v for v in value.values() if isinstance(v, str)]
