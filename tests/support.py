@@ -1,0 +1,95 @@
+"""Helpers shared by the ledger tests: stores, event counts, aggregate state comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError
+
+from adapters.bootstrap import bootstrap
+from adapters.settings import Settings
+from ledger.application import Ledger
+from ledger.ids import command_record_id
+from ledger.records import CommandRecord
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+PLATFORM = "acct_platform"
+
+
+def new_ledger(
+    database_url: str,
+    clock: Callable[[], datetime],
+    *,
+    create_tables: bool = True,
+    cache_maxsize: int = 10_000,
+) -> Ledger:
+    settings = Settings(database_url=database_url, aggregate_cache_maxsize=cache_maxsize)
+    return bootstrap(settings, clock=clock, create_tables=create_tables)
+
+
+def uncached_ledger(
+    database_url: str, clock: Callable[[], datetime], *, create_tables: bool = False
+) -> Ledger:
+    """A second Ledger on the store that rebuilds every aggregate from it (snapshot and events)
+    on each read: ``aggregate_cache_maxsize=0`` turns its cache off."""
+    ledger = new_ledger(database_url, clock, create_tables=create_tables, cache_maxsize=0)
+    assert ledger.repository.cache is None, "aggregate_cache_maxsize=0 left a cache on"
+    return ledger
+
+
+def event_count(app: Ledger) -> int:
+    return len(list(app.iter_events()))
+
+
+def command_record(app: Ledger, idempotency_key: str) -> CommandRecord | None:
+    try:
+        found = app.repository.get(command_record_id(idempotency_key))
+    except AggregateNotFoundError:
+        return None
+    assert isinstance(found, CommandRecord)
+    return found
+
+
+def aggregate_state(aggregate: Any) -> dict[str, Any]:
+    """Everything an aggregate knows, minus the events it has not saved yet."""
+    state = dict(vars(aggregate))
+    state.pop("_pending_events", None)
+    state["__class__"] = type(aggregate)
+    return state
+
+
+def aggregate_ids(app: Ledger) -> set[UUID]:
+    return {event.originator_id for _, event in app.iter_events()}
+
+
+def _with_schema(base_url: str, schema: str) -> str:
+    separator = "&" if "?" in base_url else "?"
+    return f"{base_url}{separator}schema={schema}"
+
+
+def drop_postgres_schema(url: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    conninfo = url.split("?", 1)[0]
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def new_postgres_schema(base_url: str) -> tuple[str, Callable[[], None]]:
+    """A database URL on a new, empty schema, and the function that drops it."""
+    schema = f"sluice_test_{uuid4().hex[:16]}"
+    return _with_schema(base_url, schema), lambda: drop_postgres_schema(base_url, schema)
+
+
+@contextmanager
+def fresh_postgres_schema(base_url: str) -> Iterator[str]:
+    url, drop = new_postgres_schema(base_url)
+    try:
+        yield url
+    finally:
+        drop()
