@@ -719,3 +719,7 @@ def main() -> None:
     except DatabaseUrlError as error:
         console.print(f"[red]error[/] database_url: {error}")
         sys.exit(2)
+
+
+if __name__ == "__main__":  # python -m adapters.cli
+    main()
