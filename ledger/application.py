@@ -547,6 +547,10 @@ def _created_ids(cmd: c.Command) -> list[UUID]:
 def _open_account(s: Scope, cmd: c.OpenAccount) -> dict[str, str]:
     if s.find(account_aggregate_id(str(cmd.account_id)), ConnectedAccount) is not None:
         raise AccountExistsError(f"account {cmd.account_id} already exists", param="account")
+    if cmd.account_id == s.platform_account_id and cmd.kind != "platform":
+        raise InvalidParameterError(
+            f"{s.platform_account_id} is the platform's account", param="kind"
+        )
     if cmd.kind == "platform" and cmd.account_id != s.platform_account_id:
         raise InvalidParameterError(
             f"the platform account is {s.platform_account_id}", param="account"

@@ -172,6 +172,9 @@ class BalanceTransactionsProjection(LedgerProjection):
         " ON rm_balance_transactions (account_id, currency, created, id)",
         "CREATE INDEX IF NOT EXISTS ix_bt_pending"
         " ON rm_balance_transactions (account_id, currency, status, available_on)",
+        # Lists page newest first on (position, id) per account: the keyset needs this order.
+        "CREATE INDEX IF NOT EXISTS ix_bt_account_position"
+        " ON rm_balance_transactions (account_id, position, id)",
     )
 
     @singledispatchmethod
@@ -255,7 +258,7 @@ class PayoutsProjection(LedgerProjection):
         " status TEXT NOT NULL,"
         " failure_code TEXT, created BIGINT NOT NULL, updated BIGINT NOT NULL,"
         " timeline TEXT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS ix_payouts_account ON rm_payouts (account_id, created, id)",
+        "CREATE INDEX IF NOT EXISTS ix_payouts_account ON rm_payouts (account_id, position, id)",
     )
     STATUS: ClassVar[dict[type, str]] = {
         Payout.MarkedInTransit: "in_transit",
