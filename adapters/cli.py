@@ -647,7 +647,7 @@ def sandbox_cmd(
     seed: Annotated[int, typer.Option(help="Makes ids and chaos reproducible")] = 0,
 ) -> None:
     """Serve the stateful Stripe Connect sandbox (Stripe's API subset Sluice uses)."""
-    from adapters.stripe.sandbox import run_sandbox
+    from stripe_sandbox import run_sandbox
 
     run_sandbox(host=host, port=port, seed=seed)
 

@@ -109,7 +109,7 @@ class DemoRun:
 
 def stripe_fee_settings() -> dict[str, Any]:
     """Stripe's card fees as the demo's sandbox charges them (Sluice records what it reports)."""
-    from adapters.stripe.sandbox import parse_fee_rules
+    from stripe_sandbox import parse_fee_rules
 
     return {"processing_fees": parse_fee_rules("usd=290+30,jpy=360+0")}
 
@@ -356,7 +356,7 @@ def _amount(balance: dict[str, Any], kind: str, currency: str) -> int:
 def sandbox_and_webhooks(settings: Settings, app_factory: Any) -> Iterator[tuple[Any, Settings]]:
     """The in-process sandbox, Sluice's HTTP endpoint on a free port, and both wired together."""
     from adapters.http.server import serving
-    from adapters.stripe.sandbox import Sandbox
+    from stripe_sandbox import Sandbox
 
     # Manual delivery: webhooks go out (over HTTP, signed) when the demo flushes or advances
     # the clock, so a fold never races deliveries still in flight.

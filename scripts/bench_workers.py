@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.stripe.sandbox import Sandbox  # noqa: E402
 from ledger.ids import object_id  # noqa: E402
+from stripe_sandbox import Sandbox  # noqa: E402
 from tests.integration.stripe_support import (  # noqa: E402
     BANK_OK,
     Target,

@@ -24,13 +24,13 @@ from adapters.settings import Settings
 from adapters.stripe import inbox
 from adapters.stripe.folding import ATTEMPTS_MAX, Folder
 from adapters.stripe.gateway import StripeClientGateway
-from adapters.stripe.sandbox import Sandbox
 from ledger.application import Ledger
 from ledger.balances import Balance
 from ledger.payments import Payment
 from ledger.payouts import Payout
 from ledger.transfers import Transfer
 from projections.store import ReadModel
+from stripe_sandbox import Sandbox
 
 DAY_S = 86_400
 PLATFORM = "acct_platform"  # Sluice's id of the platform (Settings.platform_account_id)

@@ -47,9 +47,9 @@ from adapters.stripe.gateway import (
     idempotency_key,
     map_stripe_error,
 )
-from adapters.stripe.sandbox import Sandbox
 from ledger.application import Ledger
 from ledger.payouts import FAILED, PAID
+from stripe_sandbox import Sandbox
 from tests.integration.http_support import Client, new_key, running
 from tests.integration.stripe_support import (
     BANK_CLOSED,

@@ -20,7 +20,7 @@ import pytest
 import stripe
 from stripe._stripe_object import StripeObject
 
-from adapters.stripe.sandbox import Sandbox
+from stripe_sandbox import Sandbox
 
 DAY_S = 86_400
 BANK_OK = "000123456789"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import stripe
 
-from adapters.stripe.sandbox import FeeRule, Sandbox
+from stripe_sandbox import FeeRule, Sandbox
 
 DAY_S = 86_400
 HOUR_S = 3_600

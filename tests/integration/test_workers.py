@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from adapters.stripe.gateway import StripeClientGateway
-from adapters.stripe.sandbox import Sandbox
 from ledger.ids import object_id
 from ledger.journal import AVAILABLE, BANK, PAYOUTS_IN_TRANSIT, PENDING
 from ledger.payouts import FAILED, PAID, Payout
 from projections.runner import Projector
+from stripe_sandbox import Sandbox
 from tests.integration.stripe_support import (
     BANK_CLOSED,
     BANK_OK,

@@ -17,10 +17,10 @@ from typing import Any
 
 import uvicorn
 
-from adapters.stripe.sandbox.app import create_sandbox_app, info
-from adapters.stripe.sandbox.clock import SandboxClock
-from adapters.stripe.sandbox.settings import SandboxSettings
-from adapters.stripe.sandbox.state import SandboxState
+from stripe_sandbox.app import create_sandbox_app, info
+from stripe_sandbox.clock import SandboxClock
+from stripe_sandbox.settings import SandboxSettings
+from stripe_sandbox.state import SandboxState
 
 log = logging.getLogger("sluice.stripe_sandbox")
 

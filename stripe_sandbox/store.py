@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.stripe.sandbox.clock import SandboxClock, day_start
-from adapters.stripe.sandbox.errors import StripeApiError, bad_param, missing
-from adapters.stripe.sandbox.forms import Params
-from adapters.stripe.sandbox.ids import IdFactory
-from adapters.stripe.sandbox.settings import DAY_S, SandboxSettings
+from stripe_sandbox.clock import SandboxClock, day_start
+from stripe_sandbox.errors import StripeApiError, bad_param, missing
+from stripe_sandbox.forms import Params
+from stripe_sandbox.ids import IdFactory
+from stripe_sandbox.settings import DAY_S, SandboxSettings
 
 Obj = dict[str, Any]
 

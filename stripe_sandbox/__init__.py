@@ -53,10 +53,10 @@ Control routes (not Stripe's; no auth): `GET /_sandbox/info`, `GET /_sandbox/clo
 (`outcome` won|lost). Bodies may be JSON or form-encoded.
 """
 
-from adapters.stripe.sandbox.app import create_sandbox_app
-from adapters.stripe.sandbox.server import Sandbox, main, run_sandbox
-from adapters.stripe.sandbox.settings import FeeRule, SandboxSettings, parse_fee_rules
-from adapters.stripe.sandbox.state import SandboxState
+from stripe_sandbox.app import create_sandbox_app
+from stripe_sandbox.server import Sandbox, main, run_sandbox
+from stripe_sandbox.settings import FeeRule, SandboxSettings, parse_fee_rules
+from stripe_sandbox.state import SandboxState
 
 __all__ = [
     "FeeRule",

@@ -8,9 +8,9 @@ destination.
 
 from __future__ import annotations
 
-from adapters.stripe.sandbox.errors import insufficient_funds, invalid, missing
-from adapters.stripe.sandbox.forms import Params, merge_metadata
-from adapters.stripe.sandbox.store import (
+from stripe_sandbox.errors import insufficient_funds, invalid, missing
+from stripe_sandbox.forms import Params, merge_metadata
+from stripe_sandbox.store import (
     SOURCE_TYPES,
     Ctx,
     Obj,

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.stripe.sandbox.accounts import AccountsMixin
-from adapters.stripe.sandbox.clock import day_start
-from adapters.stripe.sandbox.disputes import DisputesMixin
-from adapters.stripe.sandbox.errors import bad_param, missing
-from adapters.stripe.sandbox.forms import Params
-from adapters.stripe.sandbox.payments import PaymentsMixin
-from adapters.stripe.sandbox.payouts import PayoutsMixin
-from adapters.stripe.sandbox.settings import DAY_S, SandboxSettings
-from adapters.stripe.sandbox.store import Ctx, Obj
-from adapters.stripe.sandbox.transfers import TransfersMixin
-from adapters.stripe.sandbox.webhooks import Outgoing, WebhooksMixin, post
+from stripe_sandbox.accounts import AccountsMixin
+from stripe_sandbox.clock import day_start
+from stripe_sandbox.disputes import DisputesMixin
+from stripe_sandbox.errors import bad_param, missing
+from stripe_sandbox.forms import Params
+from stripe_sandbox.payments import PaymentsMixin
+from stripe_sandbox.payouts import PayoutsMixin
+from stripe_sandbox.settings import DAY_S, SandboxSettings
+from stripe_sandbox.store import Ctx, Obj
+from stripe_sandbox.transfers import TransfersMixin
+from stripe_sandbox.webhooks import Outgoing, WebhooksMixin, post
 
 ADVANCE_STEPS_MAX = 100_000
 

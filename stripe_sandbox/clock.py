@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-from adapters.stripe.sandbox.settings import DAY_S
+from stripe_sandbox.settings import DAY_S
 
 
 class SandboxClock:

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adapters.stripe.sandbox.errors import (
+from stripe_sandbox.errors import (
     DOC_URL,
     StripeApiError,
     bad_param,
     invalid,
     missing,
 )
-from adapters.stripe.sandbox.forms import Params, merge_metadata
-from adapters.stripe.sandbox.ids import token
-from adapters.stripe.sandbox.store import Ctx, Obj, SandboxCore, fee_detail, round_half_up
+from stripe_sandbox.forms import Params, merge_metadata
+from stripe_sandbox.ids import token
+from stripe_sandbox.store import Ctx, Obj, SandboxCore, fee_detail, round_half_up
 
 
 @dataclass(frozen=True)

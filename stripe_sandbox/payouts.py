@@ -13,17 +13,17 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, datetime
 
-from adapters.stripe.sandbox.accounts import (
+from stripe_sandbox.accounts import (
     PAYOUT_FAILURE_ACCOUNTS,
     PAYOUT_PAID_THEN_FAILED_ACCOUNTS,
     WEEKDAYS,
 )
-from adapters.stripe.sandbox.clock import day_start
-from adapters.stripe.sandbox.errors import insufficient_funds, invalid, missing
-from adapters.stripe.sandbox.forms import Params, merge_metadata
-from adapters.stripe.sandbox.ids import token
-from adapters.stripe.sandbox.settings import DAY_S
-from adapters.stripe.sandbox.store import (
+from stripe_sandbox.clock import day_start
+from stripe_sandbox.errors import insufficient_funds, invalid, missing
+from stripe_sandbox.forms import Params, merge_metadata
+from stripe_sandbox.ids import token
+from stripe_sandbox.settings import DAY_S
+from stripe_sandbox.store import (
     SOURCE_TYPES,
     Ctx,
     Obj,

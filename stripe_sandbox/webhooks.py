@@ -23,9 +23,9 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from adapters.stripe.sandbox.errors import bad_param, invalid
-from adapters.stripe.sandbox.forms import Params, merge_metadata
-from adapters.stripe.sandbox.store import Ctx, Obj, SandboxCore, require_platform
+from stripe_sandbox.errors import bad_param, invalid
+from stripe_sandbox.forms import Params, merge_metadata
+from stripe_sandbox.store import Ctx, Obj, SandboxCore, require_platform
 
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 ATTEMPTS_KEPT_MAX = 10_000

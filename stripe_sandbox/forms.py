@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from adapters.stripe.sandbox.errors import bad_param
+from stripe_sandbox.errors import bad_param
 
 _KEY_PART = re.compile(r"\[([^\]]*)\]")
 LIST_INDEX_MAX = 1000

@@ -11,10 +11,10 @@ or `losing_evidence` (docs.stripe.com/testing#disputes) closes the dispute as wo
 
 from __future__ import annotations
 
-from adapters.stripe.sandbox.errors import bad_param, invalid
-from adapters.stripe.sandbox.forms import Params, merge_metadata
-from adapters.stripe.sandbox.settings import DAY_S
-from adapters.stripe.sandbox.store import Ctx, Obj, SandboxCore, fee_detail
+from stripe_sandbox.errors import bad_param, invalid
+from stripe_sandbox.forms import Params, merge_metadata
+from stripe_sandbox.settings import DAY_S
+from stripe_sandbox.store import Ctx, Obj, SandboxCore, fee_detail
 
 EVIDENCE_FIELDS = (
     "access_activity_log",

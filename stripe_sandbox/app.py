@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.stripe.sandbox.errors import StripeApiError, bad_param, invalid, unauthorized
-from adapters.stripe.sandbox.forms import Params, parse_pairs
-from adapters.stripe.sandbox.state import SandboxState
-from adapters.stripe.sandbox.store import Ctx, Obj, RequestInfo
+from stripe_sandbox.errors import StripeApiError, bad_param, invalid, unauthorized
+from stripe_sandbox.forms import Params, parse_pairs
+from stripe_sandbox.state import SandboxState
+from stripe_sandbox.store import Ctx, Obj, RequestInfo
 
 log = logging.getLogger("sluice.stripe_sandbox")
 
@@ -329,7 +329,7 @@ def _match(method: str, path: str) -> tuple[ApiRoute, dict[str, str]]:
         404,
         "invalid_request_error",
         f"Unrecognized request URL ({method}: {path}){detail}. The sandbox serves the part of "
-        "Stripe's API listed in adapters/stripe/sandbox/__init__.py.",
+        "Stripe's API listed in stripe_sandbox/__init__.py.",
         saved=False,
     )
 

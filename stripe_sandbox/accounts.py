@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from adapters.stripe.sandbox.errors import StripeApiError, bad_param, invalid, missing
-from adapters.stripe.sandbox.forms import Params, merge_metadata
-from adapters.stripe.sandbox.settings import PAYOUT_INTERVALS
-from adapters.stripe.sandbox.store import Ctx, Obj, SandboxCore, require_platform
+from stripe_sandbox.errors import StripeApiError, bad_param, invalid, missing
+from stripe_sandbox.forms import Params, merge_metadata
+from stripe_sandbox.settings import PAYOUT_INTERVALS
+from stripe_sandbox.store import Ctx, Obj, SandboxCore, require_platform
 
 # Legacy `type` → controller properties (reference §5.1; Standard/Express/Custom mapping).
 LEGACY_CONTROLLERS = {
