@@ -107,9 +107,6 @@ class Balance(Aggregate):
     def can_hold_lot(self, available_on: datetime) -> bool:
         return len(self.lots) < LOTS_MAX or any(lot[0] == available_on for lot in self.lots)
 
-    def is_released(self, available_on: datetime) -> bool:
-        return self.released_through is not None and available_on <= self.released_through
-
     def require_available(self, amount_minor: int, param: str = "amount") -> None:
         """A user's mistake, not a bug: asking to move more than is available."""
         if self.available_minor - amount_minor < AVAILABLE_FLOOR_MINOR:

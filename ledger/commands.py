@@ -16,8 +16,11 @@ TEXT_LEN_MAX = 255
 
 
 @dataclass(frozen=True, kw_only=True)
-class Command:
-    name: ClassVar[str] = "command"
+class Message:
+    """What the ledger's engine runs: a ``Command`` (Sluice's intent, checked against its policy)
+    or a ``ledger.facts.Fact`` (what Stripe reports as done, recorded as reported)."""
+
+    name: ClassVar[str] = "message"
     idempotency_key: str
     effective_at: datetime
 
@@ -50,6 +53,13 @@ class Command:
         }
         text = json.dumps({"command": self.name, "params": params}, sort_keys=True, default=_enc)
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command(Message):
+    """Sluice's own intent: validated against its policy, and refused when it breaks it."""
+
+    name: ClassVar[str] = "command"
 
 
 def _enc(value: Any) -> Any:

@@ -138,3 +138,25 @@ def move(
         [(*debit, -amount_minor, currency), (*credit, amount_minor, currency)],
         available_on,
     )
+
+
+BALANCE_ORDER = (PENDING, AVAILABLE, RESERVED)  # the order of a balance's deltas
+
+
+def book_deltas(postings: Iterable[Posting]) -> dict[tuple[str, str], dict[str, int]]:
+    """The one fold from postings to books: per (owner, currency), the sum posted to each book.
+
+    Everything that needs book totals uses it: the write side mirroring entries onto Balance
+    aggregates, the whole-journal check, the balances read model and the auditor's replay.
+    """
+    deltas: dict[tuple[str, str], dict[str, int]] = {}
+    for p in postings:
+        books = deltas.setdefault((p.owner, p.currency), {})
+        books[p.book] = books.get(p.book, 0) + p.amount_minor
+    return deltas
+
+
+def balance_row(books: dict[str, int]) -> tuple[int, int, int]:
+    """(pending, available, reserved) of one owner's book deltas."""
+    pending, available, reserved = (books.get(book, 0) for book in BALANCE_ORDER)
+    return pending, available, reserved

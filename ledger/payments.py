@@ -102,10 +102,9 @@ class Payment(Aggregate):
         effective_at: datetime
 
         def apply(self, payment: Payment) -> None:
+            # No cap here: Sluice's commands are checked before (``check_source_transfer``), and
+            # a transfer Stripe reports as made is recorded even past the cap (a fact).
             payment.sourced_transfers[self.transfer_id] = self.amount_minor
-            invariant(
-                payment.sourced_minor <= payment.amount_minor, "sourced transfers exceed charge"
-            )
 
     class Refunded(JournalEvent):
         refund_id: str
@@ -118,7 +117,6 @@ class Payment(Aggregate):
         def apply(self, payment: Payment) -> None:
             payment.refunds[self.refund_id] = self.amount_minor
             payment.refunded_minor += self.amount_minor
-            invariant(payment.refunded_minor <= payment.amount_minor, "refunds exceed charge")
 
     class ApplicationFeeRefunded(JournalEvent):
         refund_id: str
@@ -127,10 +125,6 @@ class Payment(Aggregate):
         def apply(self, payment: Payment) -> None:
             payment.fee_refunds[self.refund_id] = self.amount_minor
             payment.application_fee_refunded_minor += self.amount_minor
-            invariant(
-                payment.application_fee_refunded_minor <= payment.application_fee_minor,
-                "application fee refunds exceed the fee",
-            )
 
     class DisputeFundsWithdrawn(JournalEvent):
         dispute_id: str
@@ -149,16 +143,16 @@ class Payment(Aggregate):
         dispute_id: str
 
         def apply(self, payment: Payment) -> None:
-            invariant(payment.dispute is not None, "no dispute to reinstate")
-            payment.dispute["status"] = "won"  # type: ignore[index]
+            if payment.dispute is not None:  # a fact may arrive before its withdrawal
+                payment.dispute["status"] = "won"
 
     class DisputeLost(Aggregate.Event):
         dispute_id: str
         effective_at: datetime
 
         def apply(self, payment: Payment) -> None:
-            invariant(payment.dispute is not None, "no dispute to lose")
-            payment.dispute["status"] = "lost"  # type: ignore[index]
+            if payment.dispute is not None:
+                payment.dispute["status"] = "lost"
 
     payment_id: str
     charge_type: str
@@ -207,58 +201,16 @@ class Payment(Aggregate):
         application_fee_id: str | None = None,
     ) -> Payment:
         """Records the charge landing on the account it was made on (and its application fee)."""
-        if charge_type not in CHARGE_TYPES:
-            raise InvalidParameterError(
-                f"charge_type must be one of {', '.join(CHARGE_TYPES)}", param="charge_type"
-            )
-        check_currency(currency)
-        amount = check_charge_amount(amount_minor, currency, "amount")
-        fee = check_amount(stripe_fee_minor, currency, "stripe_fee", allow_zero=True)
-        app_fee = check_amount(application_fee_minor, currency, "application_fee", allow_zero=True)
-        if fee > amount:
-            raise InvalidAmountError("stripe_fee exceeds the amount", param="stripe_fee")
-        if app_fee > amount:
-            raise InvalidAmountError("application_fee exceeds the amount", param="application_fee")
-        if charge_type == "separate":
-            if account_id is not None:
-                raise InvalidParameterError(
-                    "separate charges land on the platform; route them with transfers or a split",
-                    param="account",
-                )
-            if app_fee:
-                raise InvalidParameterError(
-                    "separate charges keep the platform's share by transferring less",
-                    param="application_fee",
-                )
-        elif account_id is None:
-            raise InvalidParameterError(f"a {charge_type} charge needs an account", param="account")
-        if on_behalf_of is not None and charge_type == "direct":
-            raise InvalidParameterError(
-                "on_behalf_of is for platform charges", param="on_behalf_of"
-            )
-        if charge_type == "destination" and on_behalf_of not in (None, account_id):
-            raise InvalidParameterError(
-                "on_behalf_of must be the destination account", param="on_behalf_of"
-            )
-        transfer_amount = 0
-        if transfer_amount_minor is not None:
-            if charge_type != "destination":
-                raise InvalidParameterError(
-                    "transfer_amount is for destination charges", param="transfer_amount"
-                )
-            if app_fee:
-                raise InvalidParameterError(
-                    "use either application_fee or transfer_amount, not both",
-                    param="transfer_amount",
-                )
-            transfer_amount = check_amount(transfer_amount_minor, currency, "transfer_amount")
-            if transfer_amount > amount:
-                raise InvalidAmountError(
-                    "transfer_amount exceeds the amount", param="transfer_amount"
-                )
-        elif charge_type == "destination":
-            transfer_amount = amount  # Stripe moves the full amount, then takes the fee back
-
+        amount, fee, app_fee, transfer_amount = _check_charge_shape(
+            charge_type,
+            currency,
+            amount_minor,
+            stripe_fee_minor,
+            application_fee_minor,
+            account_id,
+            on_behalf_of,
+            transfer_amount_minor,
+        )
         settle_owner = account_id if charge_type == "direct" else platform_account_id
         invariant(settle_owner is not None, "a charge lands on some account")
         charge = entry(
@@ -293,23 +245,29 @@ class Payment(Aggregate):
             **journal_fields(charge, when),
         )
         if app_fee:
-            invariant(account_id is not None, "an application fee is taken from an account")
-            fee_entry = move(
-                object_id("txn", "application_fee", payment_id),
-                "application_fee",
-                app_fee,
-                currency,
-                (str(account_id), PENDING),
-                (platform_account_id, PENDING),
-                available_on,
-            )
-            payment.trigger_event(
-                cls.ApplicationFeeCollected,
-                application_fee_id=application_fee_id or object_id("fee", payment_id),
-                amount_minor=app_fee,
-                **journal_fields(fee_entry, when),
-            )
+            payment._collect_fee(application_fee_id, app_fee, available_on, when)
         return payment
+
+    def _collect_fee(
+        self, application_fee_id: str | None, amount_minor: int, available_on: datetime, when: When
+    ) -> None:
+        """The platform's application fee moves from the seller's pending funds to its own."""
+        invariant(self.account_id is not None, "an application fee is taken from an account")
+        fee_entry = move(
+            object_id("txn", "application_fee", self.payment_id),
+            "application_fee",
+            amount_minor,
+            self.currency,
+            (str(self.account_id), PENDING),
+            (self.platform_account_id, PENDING),
+            available_on,
+        )
+        self.trigger_event(
+            self.ApplicationFeeCollected,
+            application_fee_id=application_fee_id or object_id("fee", self.payment_id),
+            amount_minor=amount_minor,
+            **journal_fields(fee_entry, when),
+        )
 
     # Queries -------------------------------------------------------------------------------
 
@@ -330,7 +288,20 @@ class Payment(Aggregate):
 
     # Commands ------------------------------------------------------------------------------
 
-    def source_transfer(self, transfer_id: str, amount_minor: int, when: When) -> None:
+    def check_source_transfer(self, transfer_id: str, amount_minor: int) -> None:
+        """Sluice's rule for its own transfers: the transfers from one charge never exceed it."""
+        self._check_sourceable(transfer_id)
+        if len(self.sourced_transfers) >= SOURCED_TRANSFERS_PER_PAYMENT_MAX:
+            raise TransferExceedsSourceError("too many transfers from one charge", param="amount")
+        if self.sourced_minor + amount_minor > self.amount_minor:
+            raise TransferExceedsSourceError(
+                f"transfers from {self.payment_id} would total "
+                f"{self.sourced_minor + amount_minor}, more than the charge ({self.amount_minor})",
+                param="amount",
+            )
+
+    def _check_sourceable(self, transfer_id: str) -> None:
+        """The shape of a sourced transfer (also for facts: an id names one transfer)."""
         if transfer_id in self.sourced_transfers:
             raise InvalidParameterError(
                 f"transfer {transfer_id} already exists", param="transfer_id"
@@ -340,14 +311,11 @@ class Payment(Aggregate):
                 "only separate charges fund transfers with source_transaction",
                 param="source_transaction",
             )
-        if len(self.sourced_transfers) >= SOURCED_TRANSFERS_PER_PAYMENT_MAX:
-            raise TransferExceedsSourceError("too many transfers from one charge", param="amount")
-        if self.sourced_minor + amount_minor > self.amount_minor:
-            raise TransferExceedsSourceError(
-                f"transfers from {self.payment_id} would total "
-                f"{self.sourced_minor + amount_minor}, more than the charge ({self.amount_minor})",
-                param="amount",
-            )
+
+    def source_transfer(self, transfer_id: str, amount_minor: int, when: When) -> None:
+        """Records a transfer funded by this charge. Commands call ``check_source_transfer``
+        first; a transfer Stripe made is recorded as it is."""
+        self._check_sourceable(transfer_id)
         self.trigger_event(
             self.TransferSourced,
             transfer_id=transfer_id,
@@ -355,6 +323,17 @@ class Payment(Aggregate):
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )
+
+    def exceeded_caps(self) -> list[str]:
+        """The per-charge expectations a recorded fact broke (empty when all hold)."""
+        broken = []
+        if self.sourced_minor > self.amount_minor:
+            broken.append(f"transfers from {self.payment_id} exceed the charge")
+        if self.refunded_minor > self.amount_minor:
+            broken.append(f"refunds of {self.payment_id} exceed the charge")
+        if self.application_fee_refunded_minor > self.application_fee_minor:
+            broken.append(f"fee refunds of {self.payment_id} exceed the fee")
+        return broken
 
     def plan_refund(
         self, amount_minor: int | None, reverse_transfer: bool, refund_application_fee: bool
@@ -485,9 +464,8 @@ class Payment(Aggregate):
             **journal_fields(fee_entry, when),
         )
 
-    def open_dispute(
-        self, dispute_id: str, amount_minor: int | None, fee_minor: int, when: When
-    ) -> Entry:
+    def check_dispute(self, amount_minor: int | None) -> int:
+        """Sluice's rules for a dispute it is told of: one per charge, within what is left."""
         if self.dispute is not None:
             raise InvalidTransitionError(f"{self.payment_id} is already disputed", param="payment")
         remaining = self.refundable_minor()
@@ -501,6 +479,11 @@ class Payment(Aggregate):
                 f"a dispute of {amount} does not fit the {remaining} not yet refunded",
                 param="amount",
             )
+        return amount
+
+    def open_dispute(self, dispute_id: str, amount_minor: int, fee_minor: int, when: When) -> Entry:
+        """Funds (and the dispute fee) withdrawn from the account the charge landed on."""
+        amount = check_amount(amount_minor, self.currency, "amount")
         fee = check_amount(fee_minor, self.currency, "dispute_fee", allow_zero=True)
         owner = self.settlement_account_id
         withdrawal = entry(
@@ -522,27 +505,43 @@ class Payment(Aggregate):
         return withdrawal
 
     def close_dispute(self, won: bool, when: When) -> None:
+        """Sluice's own view of a dispute's end: a win returns the amount and the fee withdrawn
+        (Stripe's own outcome is recorded with ``reinstate_dispute``, with Stripe's numbers)."""
         if self.dispute is None or self.dispute["status"] != "needs_response":
             raise InvalidTransitionError(
                 f"{self.payment_id} has no open dispute to close", param="payment"
             )
         dispute_id = str(self.dispute["id"])
         if not won:
-            self.trigger_event(
-                self.DisputeLost,
-                dispute_id=dispute_id,
-                effective_at=when.effective_at,
-                timestamp=when.recorded_at,
-            )
+            self.lose_dispute(dispute_id, when)
             return
         amount, fee = int(self.dispute["amount_minor"]), int(self.dispute["fee_minor"])
+        self.reinstate_dispute(dispute_id, amount, -fee, when)
+
+    def lose_dispute(self, dispute_id: str, when: When) -> None:
+        self.trigger_event(
+            self.DisputeLost,
+            dispute_id=dispute_id,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def reinstate_dispute(
+        self, dispute_id: str, amount_minor: int, fee_minor: int, when: When
+    ) -> None:
+        """Funds reinstated after a won dispute, as the reinstatement's balance transaction says:
+        ``fee_minor`` is its fee (negative when the dispute fee comes back, 0 when it is kept),
+        so the account receives ``amount - fee``."""
+        amount = check_amount(amount_minor, self.currency, "amount")
+        if not isinstance(fee_minor, int) or isinstance(fee_minor, bool):
+            raise InvalidParameterError("fee must be an integer", param="fee")
         reinstatement = entry(
             object_id("txn", "dispute_reversal", dispute_id),
             "dispute_reversal",
             [
-                (self.settlement_account_id, AVAILABLE, amount + fee, self.currency),
+                (self.settlement_account_id, AVAILABLE, amount - fee_minor, self.currency),
                 (WORLD, CUSTOMER_FUNDS, -amount, self.currency),
-                (WORLD, STRIPE_FEES, -fee, self.currency),
+                (WORLD, STRIPE_FEES, fee_minor, self.currency),
             ],
         )
         self.trigger_event(
@@ -550,3 +549,76 @@ class Payment(Aggregate):
             dispute_id=dispute_id,
             **journal_fields(reinstatement, when),
         )
+
+
+def _check_charge_shape(
+    charge_type: str,
+    currency: str,
+    amount_minor: int,
+    stripe_fee_minor: int,
+    application_fee_minor: int,
+    account_id: str | None,
+    on_behalf_of: str | None,
+    transfer_amount_minor: int | None,
+) -> tuple[int, int, int, int]:
+    """A charge Stripe could have made: (amount, Stripe fee, application fee, transfer amount).
+
+    Shape, not policy: these hold for every charge Stripe reports, so facts are checked too."""
+    if charge_type not in CHARGE_TYPES:
+        raise InvalidParameterError(
+            f"charge_type must be one of {', '.join(CHARGE_TYPES)}", param="charge_type"
+        )
+    check_currency(currency)
+    amount = check_charge_amount(amount_minor, currency, "amount")
+    fee = check_amount(stripe_fee_minor, currency, "stripe_fee", allow_zero=True)
+    app_fee = check_amount(application_fee_minor, currency, "application_fee", allow_zero=True)
+    if fee > amount:
+        raise InvalidAmountError("stripe_fee exceeds the amount", param="stripe_fee")
+    if app_fee > amount:
+        raise InvalidAmountError("application_fee exceeds the amount", param="application_fee")
+    if charge_type == "separate":
+        if account_id is not None:
+            raise InvalidParameterError(
+                "separate charges land on the platform; route them with transfers or a split",
+                param="account",
+            )
+        if app_fee:
+            raise InvalidParameterError(
+                "separate charges keep the platform's share by transferring less",
+                param="application_fee",
+            )
+    elif account_id is None:
+        raise InvalidParameterError(f"a {charge_type} charge needs an account", param="account")
+    if on_behalf_of is not None and charge_type == "direct":
+        raise InvalidParameterError("on_behalf_of is for platform charges", param="on_behalf_of")
+    if charge_type == "destination" and on_behalf_of not in (None, account_id):
+        raise InvalidParameterError(
+            "on_behalf_of must be the destination account", param="on_behalf_of"
+        )
+    return (
+        amount,
+        fee,
+        app_fee,
+        _transfer_amount(charge_type, currency, amount, app_fee, transfer_amount_minor),
+    )
+
+
+def _transfer_amount(
+    charge_type: str, currency: str, amount: int, app_fee: int, transfer_amount_minor: int | None
+) -> int:
+    """What a destination charge moves to its destination (``transfer_data[amount]``)."""
+    if transfer_amount_minor is None:
+        # Stripe moves a destination charge's full amount, then takes the fee back.
+        return amount if charge_type == "destination" else 0
+    if charge_type != "destination":
+        raise InvalidParameterError(
+            "transfer_amount is for destination charges", param="transfer_amount"
+        )
+    if app_fee:
+        raise InvalidParameterError(
+            "use either application_fee or transfer_amount, not both", param="transfer_amount"
+        )
+    transfer_amount = check_amount(transfer_amount_minor, currency, "transfer_amount")
+    if transfer_amount > amount:
+        raise InvalidAmountError("transfer_amount exceeds the amount", param="transfer_amount")
+    return transfer_amount

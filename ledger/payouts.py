@@ -60,18 +60,25 @@ class Payout(Aggregate):
         def apply(self, payout: Payout) -> None:
             payout._moved_to(IN_TRANSIT, self.effective_at)
 
+    # ``payout_id`` was added to these three later: events recorded before carry "" (the read
+    # models then fall back to the payout they belong to).
     class Paid(JournalEvent):
+        payout_id: str = ""
+
         def apply(self, payout: Payout) -> None:
             payout._moved_to(PAID, self.effective_at)
 
     class Failed(JournalEvent):
         failure_code: str
+        payout_id: str = ""
 
         def apply(self, payout: Payout) -> None:
             payout._moved_to(FAILED, self.effective_at)
             payout.failure_code = self.failure_code
 
     class Canceled(JournalEvent):
+        payout_id: str = ""
+
         def apply(self, payout: Payout) -> None:
             payout._moved_to(CANCELED, self.effective_at)
 
@@ -154,7 +161,7 @@ class Payout(Aggregate):
             (self.account_id, PAYOUTS_IN_TRANSIT),
             (self.account_id, BANK),
         )
-        self.trigger_event(self.Paid, **journal_fields(arrived, when))
+        self.trigger_event(self.Paid, payout_id=self.payout_id, **journal_fields(arrived, when))
 
     def fail(self, failure_code: str, when: When) -> None:
         self._require(FAILED)
@@ -176,7 +183,12 @@ class Payout(Aggregate):
             (self.account_id, source),
             (self.account_id, AVAILABLE),
         )
-        self.trigger_event(self.Failed, failure_code=failure_code, **journal_fields(returned, when))
+        self.trigger_event(
+            self.Failed,
+            failure_code=failure_code,
+            payout_id=self.payout_id,
+            **journal_fields(returned, when),
+        )
 
     def cancel(self, when: When) -> None:
         self._require(CANCELED)
@@ -188,4 +200,6 @@ class Payout(Aggregate):
             (self.account_id, PAYOUTS_IN_TRANSIT),
             (self.account_id, AVAILABLE),
         )
-        self.trigger_event(self.Canceled, **journal_fields(returned, when))
+        self.trigger_event(
+            self.Canceled, payout_id=self.payout_id, **journal_fields(returned, when)
+        )

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from eventsourcing.domain import Aggregate
 
-from ledger.errors import InvalidParameterError, ReversalExceedsTransferError, invariant
+from ledger.errors import InvalidParameterError, ReversalExceedsTransferError
 from ledger.events import JournalEvent, When, journal_fields
 from ledger.ids import object_id, transfer_aggregate_id
 from ledger.journal import AVAILABLE, PENDING, Entry, move
@@ -44,8 +44,9 @@ class Transfer(Aggregate):
         amount_minor: int
 
         def apply(self, transfer: Transfer) -> None:
+            # Commands are checked before (``check_reversal``); a reversal Stripe reports is a
+            # fact and is recorded even where it breaks that expectation.
             transfer.reversals[self.reversal_id] = self.amount_minor
-            invariant(transfer.reversed_minor <= transfer.amount_minor, "reversals exceed transfer")
 
     transfer_id: str
     source_account_id: str
@@ -72,8 +73,11 @@ class Transfer(Aggregate):
         source_payment_id: str | None,
         transfer_group: str | None,
         pending_until: datetime | None,
+        available_on: datetime | None = None,
     ) -> Transfer:
-        """``pending_until`` set: the funds follow their source charge's pending period."""
+        """``pending_until`` set: the funds follow their source charge's pending period. Without
+        it they move available now; ``available_on`` then keeps the instant Stripe says they
+        became available (a settled source charge's, which may lie in the past)."""
         books = (PENDING, PENDING) if pending_until is not None else (AVAILABLE, AVAILABLE)
         transfer_entry = move(
             object_id("txn", "transfer", transfer_id),
@@ -82,7 +86,7 @@ class Transfer(Aggregate):
             currency,
             (source_account_id, books[0]),
             (destination_account_id, books[1]),
-            pending_until,
+            pending_until or available_on,
         )
         return cls._create(
             cls.Created,

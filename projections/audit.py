@@ -13,7 +13,7 @@ from typing import Any
 
 from ledger.application import Ledger
 from ledger.events import JournalEvent
-from ledger.journal import BALANCE_BOOKS
+from ledger.journal import BALANCE_BOOKS, BALANCE_ORDER, balance_row, book_deltas
 
 AUDIT_EVENTS_LIMIT_MAX = 1_000
 
@@ -57,13 +57,15 @@ def replay(
             continue
         if recorded_as_of is not None and event.timestamp > recorded_as_of:
             continue
-        for p in event.entry_postings():
+        postings = event.entry_postings()
+        for (owner, currency), books in book_deltas(postings).items():
+            if owner == account and not BALANCE_BOOKS.isdisjoint(books):
+                totals = result.balances.setdefault(currency, dict.fromkeys(BALANCE_ORDER, 0))
+                for book, amount in zip(BALANCE_ORDER, balance_row(books), strict=True):
+                    totals[book] += amount
+        for p in postings:
             if p.owner != account or p.book not in BALANCE_BOOKS:
                 continue
-            books = result.balances.setdefault(
-                p.currency, {"pending": 0, "available": 0, "reserved": 0}
-            )
-            books[p.book] += p.amount_minor
             result.movements.append(
                 {
                     "position": position,

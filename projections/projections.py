@@ -19,7 +19,7 @@ from eventsourcing.projection import Projection
 from ledger.balances import Balance
 from ledger.events import JournalEvent
 from ledger.ids import WORLD, object_id
-from ledger.journal import AVAILABLE, BALANCE_BOOKS, PENDING, RESERVED
+from ledger.journal import balance_row, book_deltas
 from ledger.payments import Payment
 from ledger.payouts import Payout
 from ledger.transfers import Transfer
@@ -53,13 +53,11 @@ class LedgerProjection(Projection[Any]):
 
 def _balance_deltas(event: JournalEvent) -> dict[tuple[str, str], list[int]]:
     """Per (account, currency): [pending, available, reserved] deltas of one journal entry."""
-    deltas: dict[tuple[str, str], list[int]] = {}
-    for p in event.entry_postings():
-        if p.owner == WORLD or p.book not in BALANCE_BOOKS:
-            continue
-        row = deltas.setdefault((p.owner, p.currency), [0, 0, 0])
-        row[(PENDING, AVAILABLE, RESERVED).index(p.book)] += p.amount_minor
-    return deltas
+    return {
+        key: list(balance_row(books))
+        for key, books in book_deltas(event.entry_postings()).items()
+        if key[0] != WORLD and any(balance_row(books))
+    }
 
 
 class BalancesProjection(LedgerProjection):
@@ -210,7 +208,9 @@ class BalanceTransactionsProjection(LedgerProjection):
                 else []
             )
             status = "pending" if pending else "available"
-            on = domain_event.available_on if pending else domain_event.effective_at
+            # Funds available at once carry the instant Stripe says they became available
+            # (a transfer from a settled charge: the charge's), else the movement's own.
+            on = domain_event.available_on or domain_event.effective_at
             self.tx.execute(
                 "INSERT INTO rm_balance_transactions (id, position, account_id, type, amount,"
                 " fee, fee_details, net, currency, status, available_on, created, recorded,"

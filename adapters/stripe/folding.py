@@ -7,9 +7,13 @@ Rules that make this safe under duplicated, delayed and reordered delivery:
 - Every command's idempotency key is derived from Stripe's object ids (``stripe:charge:ch_…``),
   so the same fact reached through different events is recorded once.
 - Stripe's ids become Sluice's (``ch_`` payments, ``tr_`` transfers, ``re_`` refunds, …) and
-  Stripe's numbers are recorded as given (fees, ``available_on``, reversal amounts).
-- A ledger refusal parks the event for a later pass (it may be out of order); a business
-  disagreement that persists ends as ``failed`` for a person, never as an endless loop.
+  Stripe's numbers are recorded as given (fees, ``available_on``, reversal and reinstatement
+  amounts), read from Stripe's objects and balance transactions, never re-derived.
+- Money movements enter the ledger through its facts door (``Ledger.record``, ``ledger.facts``):
+  Stripe already made them, so no Sluice policy (floors, caps) refuses them; what they break is
+  flagged in the outcome. Only Sluice's own intents (the split transfers it issues) are commands.
+- A refusal (a fact whose object Sluice has not seen yet) parks the event for a later pass; one
+  that persists ends as ``failed`` for a person, never as an endless loop.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from adapters.settings import Settings
 from adapters.stripe import inbox
 from adapters.stripe.gateway import GatewayError, StripeGateway, idempotency_key
 from ledger import commands as c
+from ledger import facts
 from ledger.application import CommandResult, Ledger
 from ledger.errors import SluiceError
 from ledger.payouts import CANCELED, FAILED, IN_TRANSIT, PAID, PENDING_STATUS
@@ -70,6 +75,7 @@ class PassReport:
     parked: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)  # recorded facts that broke expectations
 
 
 class Folder:
@@ -139,6 +145,8 @@ class Folder:
             else:
                 report.processed += 1
                 inbox.mark(view, stored.event_id, inbox.PROCESSED, outcome, None)
+                if outcome != "folded":
+                    report.flagged.append(f"{stored.event_id} {stored.type}: {outcome}")
         return report
 
     def fold(self, event: dict[str, Any]) -> str:
@@ -150,8 +158,9 @@ class Folder:
             raise Ignored("nothing to fold" if kind in NOTHING_TO_FOLD else "unknown type")
         self._ensure_platform()
         self._event_created = int(event.get("created") or 0)
+        self._flags: list[str] = []
         handler(event["data"]["object"], self._stripe_account(event.get("account")))
-        return "folded"
+        return f"folded; flagged: {'; '.join(self._flags)}" if self._flags else "folded"
 
     # Helpers ----------------------------------------------------------------------------------
 
@@ -170,6 +179,13 @@ class Folder:
 
     def _run(self, command: c.Command) -> CommandResult:
         return self.ledger.execute(command)
+
+    def _record(self, fact: facts.Fact) -> CommandResult:
+        """Records what Stripe did; an expectation it breaks is kept for the outcome."""
+        result = self.ledger.record(fact)
+        if "flagged" in result.ids:
+            self._flags.append(result.ids["flagged"])
+        return result
 
     def _ensure_platform(self) -> None:
         if self.ledger.get_account(self.platform) is None:
@@ -282,8 +298,8 @@ class Folder:
             self._ensure_account(str(seller))
         if charge.get("on_behalf_of"):
             self._ensure_account(str(charge["on_behalf_of"]))
-        self._run(
-            c.RecordPayment(
+        self._record(
+            facts.ChargeSucceeded(
                 idempotency_key=f"stripe:charge:{charge_id}",
                 effective_at=_at(charge["created"]),
                 payment_id=charge_id,
@@ -303,14 +319,15 @@ class Folder:
                 application_fee_id=charge.get("application_fee") or None,
             )
         )
-        if txn.get("status") == "available":  # e.g. pm_card_bypassPending: no balance.available
-            for holder in {self._sluice_account(account), *([str(seller)] if seller else [])}:
-                self._release(
-                    holder,
-                    str(charge["currency"]),
-                    _at(txn["available_on"]),
-                    f"stripe:charge:{charge_id}:available:{holder}",
-                )
+        holders = [self._sluice_account(account), *([str(seller)] if seller else [])]
+        self._settle(txn, holders, str(charge["currency"]), f"stripe:charge:{charge_id}")
+        if charge.get("application_fee") and kind == "direct":
+            # A direct charge's fee lands on the platform with a balance transaction of its own.
+            fee = self.gateway.retrieve("application_fee", str(charge["application_fee"])).data
+            fee_txn = self.gateway.retrieve(
+                "balance_transaction", str(fee["balance_transaction"])
+            ).data
+            self._settle(fee_txn, [self.platform], str(charge["currency"]), f"stripe:{fee['id']}")
         if kind == "separate":
             self._route_split(charge, account)
         return charge_id
@@ -366,9 +383,18 @@ class Folder:
             )
             self._record_transfer(transfer.data)
 
+    def _settle(self, txn: dict[str, Any], holders: list[str], currency: str, key: str) -> None:
+        """Stripe says (fresh, at fold time) that these funds are available already: release
+        them now, whatever ``balance.available`` events were missed, reordered or are yet to
+        come (e.g. ``pm_card_bypassPending``, or a movement folded after its release)."""
+        if txn.get("status") != "available":
+            return
+        for holder in dict.fromkeys(holders):
+            self._release(holder, currency, _at(txn["available_on"]), f"{key}:available:{holder}")
+
     def _release(self, account: str, currency: str, until: datetime, key: str) -> None:
-        self._run(
-            c.ReleaseFunds(
+        self._record(
+            facts.FundsAvailable(
                 idempotency_key=key,
                 effective_at=until,
                 account_id=account,
@@ -389,8 +415,8 @@ class Folder:
             if reversal.get("source_refund"):
                 self._fold_refund(str(reversal["source_refund"]), None)
                 continue
-            self._run(
-                c.ReverseTransfer(
+            self._record(
+                facts.TransferReversed(
                     idempotency_key=f"stripe:reversal:{reversal['id']}",
                     effective_at=_at(reversal.get("created")),
                     transfer_id=str(transfer["id"]),
@@ -407,18 +433,26 @@ class Folder:
         if self.ledger.get_transfer(transfer_id) is not None:
             return  # a destination charge's transfer, recorded with its charge
         self._ensure_account(str(transfer["destination"]))
-        self._run(
-            c.CreateTransfer(
+        # When the funds become available is Stripe's to say: its balance transaction's
+        # available_on (a sourced transfer follows its charge, an unsourced one is available).
+        txn = self.gateway.retrieve(
+            "balance_transaction", str(transfer["balance_transaction"])
+        ).data
+        self._record(
+            facts.TransferCreated(
                 idempotency_key=f"stripe:transfer:{transfer_id}",
                 effective_at=_at(transfer.get("created")),
                 transfer_id=transfer_id,
                 destination_account_id=str(transfer["destination"]),
                 currency=str(transfer["currency"]),
                 amount_minor=int(transfer["amount"]),
+                available_on=_at(txn["available_on"]),
                 source_payment_id=str(source) if source else None,
                 transfer_group=transfer.get("transfer_group"),
             )
         )
+        holders = [self.platform, str(transfer["destination"])]
+        self._settle(txn, holders, str(transfer["currency"]), f"stripe:transfer:{transfer_id}")
 
     # Refunds and application fees ------------------------------------------------------------
 
@@ -447,16 +481,15 @@ class Folder:
                 "transfer_reversal", str(reversal_id), parent=payment.destination_transfer_id
             ).data
             reversal_minor = int(reversal["amount"])
-        self._run(
-            c.RefundPayment(
+        self._record(
+            facts.ChargeRefunded(
                 idempotency_key=f"stripe:refund:{refund_id}",
                 effective_at=_at(refund["created"]),
                 payment_id=payment.payment_id,
                 amount_minor=int(refund["amount"]),
                 refund_id=refund_id,
-                reverse_transfer=reversal_minor is not None,
-                reversal_id=str(reversal_id) if reversal_minor is not None else None,
-                reversal_minor=reversal_minor,
+                reversal_id=str(reversal_id) if reversal_minor else None,
+                reversal_minor=reversal_minor or 0,
             )
         )
 
@@ -473,8 +506,8 @@ class Folder:
         for fee_refund in (fee.get("refunds") or {}).get("data", []):
             if fee_refund["id"] in payment.fee_refunds:
                 continue
-            self._run(
-                c.RefundApplicationFee(
+            self._record(
+                facts.ApplicationFeeRefunded(
                     idempotency_key=f"stripe:fee_refund:{fee_refund['id']}",
                     effective_at=_at(fee_refund.get("created")),
                     payment_id=payment.payment_id,
@@ -486,31 +519,47 @@ class Folder:
     # Disputes ---------------------------------------------------------------------------------
 
     def _dispute_event(self, obj: dict[str, Any], account: str | None) -> None:
+        """Withdrawal and reinstatement as their balance transactions say (amount and fee:
+        whether a won dispute returns its fee is Stripe's pricing, never Sluice's guess)."""
         dispute = self.gateway.retrieve("dispute", str(obj["id"]), account=account).data
         payment_id = self._ensure_payment(str(dispute["charge"]), account)
         if payment_id is None:
             return
-        withdrawals = [
-            t for t in dispute.get("balance_transactions", []) if int(t.get("amount", 0)) < 0
-        ]
-        if withdrawals:
-            self._run(
-                c.OpenDispute(
-                    idempotency_key=f"stripe:dispute:{dispute['id']}:withdrawn",
+        dispute_id = str(dispute["id"])
+        txns = dispute.get("balance_transactions", [])
+        withdrawals = [t for t in txns if int(t.get("amount", 0)) < 0]
+        reinstatements = [t for t in txns if int(t.get("amount", 0)) > 0]
+        payment = self.ledger.get_payment(payment_id)
+        known = (payment.dispute if payment is not None else None) or {}
+        if withdrawals and not known:
+            self._record(
+                facts.DisputeFundsWithdrawn(
+                    idempotency_key=f"stripe:dispute:{dispute_id}:withdrawn",
                     effective_at=_at(withdrawals[0].get("created") or dispute["created"]),
                     payment_id=payment_id,
-                    dispute_id=str(dispute["id"]),
+                    dispute_id=dispute_id,
                     amount_minor=-int(withdrawals[0]["amount"]),
                     fee_minor=int(withdrawals[0].get("fee", 0)),
                 )
             )
-        if dispute.get("status") in ("won", "lost"):
-            self._run(
-                c.CloseDispute(
-                    idempotency_key=f"stripe:dispute:{dispute['id']}:closed",
+        if reinstatements and known.get("status") != "won":
+            self._record(
+                facts.DisputeFundsReinstated(
+                    idempotency_key=f"stripe:dispute:{dispute_id}:reinstated",
+                    effective_at=_at(reinstatements[0].get("created") or dispute["created"]),
+                    payment_id=payment_id,
+                    dispute_id=dispute_id,
+                    amount_minor=int(reinstatements[0]["amount"]),
+                    fee_minor=int(reinstatements[0].get("fee", 0)),
+                )
+            )
+        if dispute.get("status") == "lost" and withdrawals and known.get("status") != "lost":
+            self._record(
+                facts.DisputeLost(
+                    idempotency_key=f"stripe:dispute:{dispute_id}:lost",
                     effective_at=_at(obj.get("created") or dispute["created"]),
                     payment_id=payment_id,
-                    won=dispute["status"] == "won",
+                    dispute_id=dispute_id,
                 )
             )
 
@@ -526,67 +575,55 @@ class Folder:
         at = _at(payout.get("created"))
         recorded = self.ledger.get_payout(str(payout_id))
         if recorded is None:  # Stripe paid out on its own (automatic payouts)
-            self._run(
-                c.RequestPayout(
+            self._record(
+                facts.PayoutCreated(
                     idempotency_key=f"stripe:payout:{payout['id']}",
                     effective_at=at,
+                    payout_id=str(payout_id),
                     account_id=holder,
                     currency=str(payout["currency"]),
                     amount_minor=int(payout["amount"]),
-                    payout_id=str(payout_id),
-                    reported_by_stripe=True,
                 )
             )
             recorded = self.ledger.get_payout(str(payout_id))
         target = str(payout["status"])
         if recorded is None or target not in PAYOUT_RANK:
             raise Ignored(f"payout status {target}")
-        if recorded.stripe_payout_id is None and payout_id != payout["id"]:
-            self._run(
-                c.SubmitPayout(
-                    idempotency_key=f"stripe:payout:{payout['id']}:submitted",
-                    effective_at=at,
-                    payout_id=str(payout_id),
-                    stripe_payout_id=str(payout["id"]),
-                )
-            )
-        status = recorded.status
-        if PAYOUT_RANK[target] <= PAYOUT_RANK[status] and not (status == PAID and target == FAILED):
-            return  # already there (or further): a stale or repeated event
-        key = f"stripe:payout:{payout['id']}"
-        when = _at(
-            payout.get("arrival_date")
-            if target == PAID
-            else obj.get("created") or payout.get("created")
+        submit = (
+            payout["id"]
+            if recorded.stripe_payout_id is None and payout_id != payout["id"]
+            else None
         )
-        if target == CANCELED:
-            self._run(
-                c.CancelPayout(
-                    idempotency_key=f"{key}:canceled", effective_at=when, payout_id=str(payout_id)
-                )
+        status = recorded.status
+        moves = PAYOUT_RANK[target] > PAYOUT_RANK[status] or (status == PAID and target == FAILED)
+        if not moves and submit is None:
+            return  # already there (or further): a stale or repeated event
+        when = self._payout_moved_at(payout, target, obj, account)
+        self._record(
+            facts.PayoutStatusReported(
+                idempotency_key=f"stripe:payout:{payout['id']}:{target if moves else 'submitted'}",
+                effective_at=when if moves else at,
+                payout_id=str(payout_id),
+                status=target if moves else status,
+                stripe_payout_id=submit,
+                failure_code=str(payout.get("failure_code") or "unknown")
+                if target == FAILED
+                else None,
             )
-            return
-        if status == PENDING_STATUS and target in (PAID, IN_TRANSIT):
-            self._run(
-                c.MarkPayoutInTransit(
-                    idempotency_key=f"{key}:in_transit", effective_at=when, payout_id=str(payout_id)
-                )
-            )
+        )
+
+    def _payout_moved_at(
+        self, payout: dict[str, Any], target: str, obj: dict[str, Any], account: str | None
+    ) -> datetime:
+        """When the payout reached ``target``, as Stripe dates it: its arrival date once paid, the
+        returning balance transaction's instant once failed or canceled."""
         if target == PAID:
-            self._run(
-                c.MarkPayoutPaid(
-                    idempotency_key=f"{key}:paid", effective_at=when, payout_id=str(payout_id)
-                )
-            )
-        if target == FAILED:
-            self._run(
-                c.FailPayout(
-                    idempotency_key=f"{key}:failed",
-                    effective_at=when,
-                    payout_id=str(payout_id),
-                    failure_code=str(payout.get("failure_code") or "unknown"),
-                )
-            )
+            return _at(payout.get("arrival_date"))
+        returned = payout.get("failure_balance_transaction")
+        if target in (FAILED, CANCELED) and returned:
+            txn = self.gateway.retrieve("balance_transaction", str(returned), account=account).data
+            return _at(txn["created"])
+        return _at(obj.get("created") or payout.get("created"))
 
     # Balance and top-ups ------------------------------------------------------------------------
 
@@ -610,8 +647,8 @@ class Folder:
     def _topup_event(self, obj: dict[str, Any], account: str | None) -> None:
         topup = self.gateway.retrieve("topup", str(obj["id"])).data
         txn = self.gateway.retrieve("balance_transaction", str(topup["balance_transaction"])).data
-        self._run(
-            c.TopUp(
+        self._record(
+            facts.TopUpSucceeded(
                 idempotency_key=f"stripe:topup:{topup['id']}",
                 effective_at=_at(topup["created"]),
                 account_id=self.platform,
@@ -621,3 +658,4 @@ class Folder:
                 topup_id=str(topup["id"]),
             )
         )
+        self._settle(txn, [self.platform], str(topup["currency"]), f"stripe:topup:{topup['id']}")

@@ -1031,14 +1031,25 @@ def test_a_payout_that_failed_before_sluice_folded_it_is_recorded_failed(
 def test_a_fold_the_ledger_refuses_is_parked_retried_then_failed_never_looping(
     world: World, postgres_url: str
 ) -> None:
-    """A charge to a seller whose account Sluice has closed: the ledger refuses to book it on
-    every pass; after ATTEMPTS_MAX passes the event is failed and left alone."""
-    charge = world.of("charge.succeeded", world.ids["dest_charge"])
+    """Stripe's refund id was already used in Sluice for another refund (an operator booked one
+    by hand under it): an id names one movement ledger-wide, so the ledger refuses the fact on
+    every pass; after ATTEMPTS_MAX passes the event is failed and left alone for a person."""
+    refund_id = world.ids["refund"]
+    direct = next(
+        e for e in world.of("charge.succeeded") if e.get("account") == world.accounts["direct"]
+    )
+    refunded = world.of("refund.created", refund_id)
     with fresh_store(postgres_url, **world.settings()) as store:
         folder = store.folder(world.gateway())
-        folder.sync_account(world.accounts["ok"])
-        store.ledger.close_account(idempotency_key="close-ok", account_id=world.accounts["ok"])
-        store_events(store.view, charge)
+        store_events(store.view, [direct])
+        assert folder.process(store.view).processed == 1
+        store.ledger.refund_payment(
+            idempotency_key="by-hand",
+            payment_id=str(direct["data"]["object"]["id"]),
+            amount_minor=100,
+            refund_id=refund_id,
+        )
+        store_events(store.view, refunded)
         for attempt in range(1, ATTEMPTS_MAX + 1):
             report = folder.process(store.view)
             final = attempt == ATTEMPTS_MAX
@@ -1047,18 +1058,38 @@ def test_a_fold_the_ledger_refuses_is_parked_retried_then_failed_never_looping(
                 int(final),
                 0,
             )
-            assert len(report.errors) == 1 and "AccountClosedError" in report.errors[0]
-            row = inbox_rows(store.view)[charge[0]["id"]]
+            assert len(report.errors) == 1 and "refund_id already exists" in report.errors[0]
+            row = inbox_rows(store.view)[refunded[0]["id"]]
             assert row["attempts"] == attempt
             assert row["status"] == (inbox.FAILED if final else inbox.PARKED)
             assert row["outcome"] == "refused" and row["last_error"]
         for _ in range(3):  # nothing is due any more: no endless retrying
             report = folder.process(store.view)
             assert (report.processed, report.parked, report.failed, report.errors) == (0, 0, 0, [])
-        assert inbox_rows(store.view)[charge[0]["id"]]["attempts"] == ATTEMPTS_MAX
-        assert store.ledger.get_payment(world.ids["dest_charge"]) is None
+        assert inbox_rows(store.view)[refunded[0]["id"]]["attempts"] == ATTEMPTS_MAX
+        payment = store.ledger.get_payment(world.ids["dest_charge"])
+        assert payment is not None and refund_id not in payment.refunds
 
 
+@pytest.mark.postgres
+def test_a_charge_stripe_took_for_an_account_sluice_closed_is_recorded_not_refused(
+    world: World, postgres_url: str
+) -> None:
+    """Facts are not commands: Sluice's own policy (no charges to closed accounts) refuses its
+    own commands, never a charge Stripe has already taken."""
+    charge = world.of("charge.succeeded", world.ids["dest_charge"])
+    with fresh_store(postgres_url, **world.settings()) as store:
+        folder = store.folder(world.gateway())
+        folder.sync_account(world.accounts["ok"])
+        store.ledger.close_account(idempotency_key="close-ok", account_id=world.accounts["ok"])
+        store_events(store.view, charge)
+        report = folder.process(store.view)
+        assert (report.processed, report.parked, report.failed) == (1, 0, 0)
+        payment = store.ledger.get_payment(world.ids["dest_charge"])
+        assert payment is not None and payment.account_id == world.accounts["ok"]
+
+
+@pytest.mark.postgres
 def test_a_payout_stripe_made_beyond_the_ledgers_funds_is_recorded_visibly(
     world: World, postgres_url: str
 ) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import ledger.application
+import ledger.engine
 import ledger.balances
 from ledger.application import Ledger
 from ledger.errors import PendingLotsExceededError
@@ -44,7 +44,7 @@ def test_derived_available_on_falls_on_a_utc_midnight_so_lots_stay_few() -> None
 
 def test_a_payment_beyond_the_lot_limit_is_rejected_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ledger.balances, "LOTS_MAX", 3)
-    monkeypatch.setattr(ledger.application, "LOTS_MAX", 3)
+    monkeypatch.setattr(ledger.engine, "LOTS_MAX", 3)
     app = make_ledger()
     for n in range(3):
         pay(app, n, T0 + timedelta(days=2, seconds=n))

@@ -1,0 +1,483 @@
+"""The write engine: runs commands and facts, alone or in batches, each in one ``save()``.
+
+Every message (a ``Command`` or a ``Fact``) runs inside a scope over the batch's working
+aggregates: it reads copies, and only if it succeeds do its changes join the batch. A rejected
+message therefore leaves nothing behind, while the others in the batch are still recorded, all in
+one ``save()`` (one transaction). Idempotency: a message's key is recorded with a fingerprint of
+its parameters; a repeat returns the first result, a different one is refused.
+
+The use cases themselves (what each message means) are in ``ledger.handlers`` (commands) and
+``ledger.facts`` (facts); ``ledger.application.Ledger`` puts them together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from copy import deepcopy
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import RecordConflictError
+
+from ledger import commands as c
+from ledger import facts
+from ledger.accounts import ConnectedAccount
+from ledger.balances import AVAILABLE_FLOOR_MINOR, LOTS_MAX, Balance
+from ledger.errors import (
+    AccountNotFoundError,
+    ConcurrencyError,
+    IdempotencyConflictError,
+    InvalidParameterError,
+    PaymentNotFoundError,
+    PayoutNotFoundError,
+    PendingLotsExceededError,
+    SluiceError,
+    TransferNotFoundError,
+    invariant,
+)
+from ledger.events import JournalEvent, When, check_instant
+from ledger.ids import (
+    PLATFORM_ACCOUNT_ID,
+    account_aggregate_id,
+    aggregate_id,
+    balance_aggregate_id,
+    command_record_id,
+    object_id,
+    payment_aggregate_id,
+    payout_aggregate_id,
+    transfer_aggregate_id,
+)
+from ledger.journal import balance_row, book_deltas
+from ledger.payments import Payment
+from ledger.payouts import Payout
+from ledger.records import CommandRecord, IdClaim
+from ledger.splits import SplitPart
+from ledger.transfers import Transfer
+
+BATCH_SIZE_MAX = 1_000
+GROUP_COMMIT_SIZE_MAX = 100  # commands from concurrent callers recorded in one save()
+CONFLICT_RETRIES_MAX = 5
+IDEMPOTENCY_KEY_LEN_MAX = 255
+JOURNAL_PAGE_SIZE = 1_000
+
+A = TypeVar("A", bound=Aggregate)
+Clock = Callable[[], datetime]
+# Given aggregate ids, returns those with no stored events, in as few round trips as the store
+# allows. New ids (idempotency records, payments) are the common case on the write path.
+AbsenceProbe = Callable[[Sequence[UUID]], set[UUID]]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    idempotency_key: str
+    ids: dict[str, str] = field(default_factory=dict)
+    position: int | None = None  # notification id of the command's last event
+    replayed: bool = False  # the key was seen before with the same parameters
+    error: SluiceError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _detached_copy(aggregate: A) -> A:
+    """Deep-copies the state but shares the (immutable) pending events, so copying an aggregate
+    that already has a batch's worth of events stays cheap."""
+    pending = aggregate._pending_events
+    aggregate._pending_events = []
+    try:
+        copied = deepcopy(aggregate)
+    finally:
+        aggregate._pending_events = pending
+    copied._pending_events = list(pending)
+    return copied
+
+
+class _Slot:
+    """A command waiting for a group commit."""
+
+    __slots__ = ("command", "done", "failure", "result")
+
+    def __init__(self, command: c.Message) -> None:
+        self.command = command
+        self.done = False
+        self.result: CommandResult | None = None
+        self.failure: BaseException | None = None
+
+
+class _Batch:
+    def __init__(self, app: Engine, absent: set[UUID]) -> None:
+        self.app = app
+        self.aggregates: dict[UUID, Aggregate] = {}
+        self.absent = absent  # ids known to have no stored events when the batch began
+
+
+class Scope:
+    """One command's view of the batch: reads are copies; ``commit`` publishes them."""
+
+    def __init__(self, batch: _Batch, when: When) -> None:
+        self._batch = batch
+        self._touched: dict[UUID, Aggregate] = {}
+        self._seen_events: dict[UUID, int] = {}
+        self.when = when
+        self.platform_account_id = batch.app.platform_account_id
+        self._discretionary: set[tuple[str, str]] = set()
+        self._available_before: dict[UUID, int] = {}  # balances as this command found them
+
+    def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+        found = self._touched.get(aggregate_id)
+        if found is None:
+            base = self._batch.aggregates.get(aggregate_id)
+            if base is not None:
+                found = _detached_copy(base)
+            elif aggregate_id in self._batch.absent:
+                return None
+            else:
+                try:
+                    found = self._batch.app.repository.get(aggregate_id)
+                except AggregateNotFoundError:
+                    return None
+            self._touched[aggregate_id] = found
+            self._seen_events[aggregate_id] = len(found.pending_events)
+            if isinstance(found, Balance):
+                self._available_before[aggregate_id] = found.available_minor
+        invariant(isinstance(found, cls), f"{aggregate_id} is not a {cls.__name__}")
+        return cast(A, found)
+
+    def add(self, aggregate: Aggregate, *, param: str | None = None) -> None:
+        """Adds a new aggregate. With ``param``, first refuses an id that already exists (in
+        the store or earlier in the batch) as that parameter's mistake: creating it anyway
+        would overwrite it in the batch or fail the whole save on the store's unique key."""
+        if param is not None and self.find(aggregate.id, Aggregate) is not None:
+            raise InvalidParameterError(f"{param} already exists", param=param)
+        invariant(aggregate.id not in self._touched, "aggregate added twice")
+        self._touched[aggregate.id] = aggregate
+        self._seen_events[aggregate.id] = 0
+
+    def new_events(self) -> list[Any]:
+        out: list[Any] = []
+        for agg_id, agg in self._touched.items():
+            out.extend(agg.pending_events[self._seen_events[agg_id] :])
+        return out
+
+    # Typed loaders: a missing object is the user's mistake, reported with the param at fault.
+
+    def account(self, account_id: object, param: str = "account") -> ConnectedAccount:
+        if not isinstance(account_id, str):
+            raise InvalidParameterError("account ids are strings", param=param)
+        found = self.find(account_aggregate_id(account_id), ConnectedAccount)
+        if found is None:
+            raise AccountNotFoundError(f"no such account: {account_id}", param=param)
+        return found
+
+    def open_account(self, account_id: object, param: str = "account") -> ConnectedAccount:
+        account = self.account(account_id, param)
+        account.require_open(param)
+        return account
+
+    def balance(self, account_id: str, currency: str) -> Balance:
+        found = self.find(balance_aggregate_id(account_id, currency), Balance)
+        if found is None:
+            found = Balance.open(account_id, currency, self.when)
+            self.add(found)
+        return found
+
+    def payment(self, payment_id: object) -> Payment:
+        found = None
+        if isinstance(payment_id, str):
+            found = self.find(payment_aggregate_id(payment_id), Payment)
+        if found is None:
+            raise PaymentNotFoundError(f"no such payment: {payment_id}", param="payment")
+        return found
+
+    def transfer(self, transfer_id: object) -> Transfer:
+        found = None
+        if isinstance(transfer_id, str):
+            found = self.find(transfer_aggregate_id(transfer_id), Transfer)
+        if found is None:
+            raise TransferNotFoundError(f"no such transfer: {transfer_id}", param="transfer")
+        return found
+
+    def payout(self, payout_id: object) -> Payout:
+        found = None
+        if isinstance(payout_id, str):
+            found = self.find(payout_aggregate_id(payout_id), Payout)
+        if found is None:
+            raise PayoutNotFoundError(f"no such payout: {payout_id}", param="payout")
+        return found
+
+    def claim(self, kind: str, object_id: str, param: str) -> None:
+        """A client-chosen id names one thing, ledger-wide: its journal entry ids derive from
+        it, so a second use would book two entries under one id. Refused as ``param``'s."""
+        if not isinstance(object_id, str) or not object_id:
+            raise InvalidParameterError(f"{param} must be a non-empty string", param=param)
+        self.add(IdClaim.claim(kind, object_id, self.when), param=param)
+
+    def discretionary(self, account_id: str, currency: str) -> None:
+        """Marks a debit that must not take this balance's available funds below the floor."""
+        self._discretionary.add((account_id, currency))
+
+    def post_journal(self) -> None:
+        """Mirrors the command's journal entries onto the Balance aggregates they touch."""
+        deltas: dict[tuple[str, str, datetime | None], list[int]] = {}
+        entries: dict[tuple[str, str, datetime | None], list[str]] = {}
+        for event in self.new_events():
+            if not isinstance(event, JournalEvent) or isinstance(event, Balance.Event):
+                continue  # Balance's own journal events (releases, top-ups) apply themselves
+            for (owner, currency), books in book_deltas(event.entry_postings()).items():
+                pending, available, reserved = balance_row(books)
+                # Pending funds sit in a lot per available_on; the rest moves at once.
+                for on, part in (
+                    (event.available_on, (pending, 0, 0)),
+                    (None, (0, available, reserved)),
+                ):
+                    if not any(part):
+                        continue
+                    key = (owner, currency, on)
+                    row = deltas.setdefault(key, [0, 0, 0])
+                    for n, amount in enumerate(part):
+                        row[n] += amount
+                    ids = entries.setdefault(key, [])
+                    if event.entry_id not in ids:
+                        ids.append(event.entry_id)
+        # Fold the non-pending deltas of a balance into its first group to keep events few.
+        merged: dict[tuple[str, str], list[tuple[datetime | None, list[int], list[str]]]] = {}
+        for (owner, currency, on), row in deltas.items():
+            merged.setdefault((owner, currency), []).append(
+                (on, row, entries[(owner, currency, on)])
+            )
+        for (owner, currency), groups in merged.items():
+            balance = self.balance(owner, currency)
+            for on, (pending, available, reserved), ids in groups:
+                if pending == available == reserved == 0:
+                    continue
+                if pending and on is not None and not balance.can_hold_lot(on):
+                    raise PendingLotsExceededError(
+                        f"{owner} has {LOTS_MAX} distinct pending available_on instants in "
+                        f"{currency}; release funds first or use day-granular available_on",
+                        param="available_on",
+                    )
+                balance.post(
+                    self.when,
+                    ids,
+                    pending,
+                    available,
+                    reserved,
+                    on,
+                    discretionary=(owner, currency) in self._discretionary,
+                )
+
+    def broken_expectations(self) -> list[str]:
+        """What this command broke of Sluice's expectations: an available balance it took (further)
+        below its floor, a charge's caps exceeded, a transfer over-reversed.
+        A fact is recorded all the same; this names what reconciliation has to look at."""
+        broken: list[str] = []
+        for agg_id, aggregate in self._touched.items():
+            if (
+                isinstance(aggregate, Balance)
+                and aggregate.available_minor < AVAILABLE_FLOOR_MINOR
+                and aggregate.available_minor < self._available_before.get(agg_id, 0)
+            ):
+                broken.append(
+                    f"{aggregate.account_id} {aggregate.currency} available "
+                    f"{aggregate.available_minor} below the floor"
+                )
+            elif isinstance(aggregate, Payment):
+                broken += aggregate.exceeded_caps()
+            elif isinstance(aggregate, Transfer) and aggregate.reversible_minor < 0:
+                broken.append(f"reversals of {aggregate.transfer_id} exceed the transfer")
+        return sorted(broken)
+
+    def commit(self) -> list[tuple[UUID, int]]:
+        """Publishes this command's aggregates to the batch; returns its events' identities."""
+        keys = [(e.originator_id, e.originator_version) for e in self.new_events()]
+        self._batch.aggregates.update(self._touched)
+        return keys
+
+
+Handler = Callable[[Scope, Any], dict[str, str]]
+
+
+class Engine(Application[UUID]):
+    """Runs messages through their handlers (``handlers``, set by the application)."""
+
+    handlers: ClassVar[Mapping[type[c.Message], Handler]] = {}
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        clock: Clock,
+        platform_account_id: str = PLATFORM_ACCOUNT_ID,
+        absence_probe: AbsenceProbe | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.clock = clock
+        self.absence_probe = absence_probe or self._probe_one_by_one
+        self.platform_account_id = platform_account_id
+        # One batch at a time per process: the events table serialises writers anyway, and this
+        # keeps threads of one process from conflicting on hot balances.
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Slot] = []
+
+    # Execution ----------------------------------------------------------------------------
+
+    def execute(self, command: c.Command) -> CommandResult:
+        """Runs one of Sluice's own commands; raises its ``SluiceError`` if it is refused."""
+        invariant(
+            not isinstance(command, facts.Fact), "facts go to record(); execute() takes commands"
+        )
+        return self._submit(command)
+
+    def _submit(self, command: c.Message) -> CommandResult:
+        """Runs one command or fact; raises its ``SluiceError`` if it is rejected.
+
+        Group commit: concurrent callers queue their commands; whichever thread holds the write
+        lock records everything queued so far in one ``save()``. Under load that turns many
+        one-event transactions into a few larger ones, with the same per-command outcome.
+        """
+        slot = _Slot(command)
+        with self._queue_lock:
+            self._queue.append(slot)
+        with self._write_lock:
+            if not slot.done:
+                with self._queue_lock:
+                    taken = self._queue[:GROUP_COMMIT_SIZE_MAX]
+                    del self._queue[:GROUP_COMMIT_SIZE_MAX]
+                try:
+                    results = self._execute_locked([s.command for s in taken])
+                except BaseException as failure:  # e.g. the database went away: tell everyone
+                    for s in taken:
+                        s.failure, s.done = failure, True
+                    raise
+                for s, result in zip(taken, results, strict=True):
+                    s.result, s.done = result, True
+        invariant(slot.done, "a queued command was left behind")
+        if slot.failure is not None:
+            raise slot.failure
+        invariant(slot.result is not None, "a done command has a result")
+        result = cast(CommandResult, slot.result)
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def record(self, fact: facts.Fact) -> CommandResult:
+        """Records a movement Stripe reports as done (the facts door; see ``ledger.facts``).
+
+        Same engine as commands (idempotency, group commit), different rules: no policy check
+        refuses a fact; what it breaks is named in the result's ``flagged`` entry."""
+        invariant(isinstance(fact, facts.Fact), "record() takes facts; commands go to execute()")
+        return self._submit(fact)
+
+    def execute_batch(self, commands: Sequence[c.Message]) -> list[CommandResult]:
+        """Validates every command in memory and records the accepted ones in one ``save()``."""
+        if len(commands) > BATCH_SIZE_MAX:
+            raise InvalidParameterError(f"a batch holds at most {BATCH_SIZE_MAX} commands")
+        with self._write_lock:
+            return self._execute_locked(commands)
+
+    def _execute_locked(self, commands: Sequence[c.Message]) -> list[CommandResult]:
+        for attempt in range(CONFLICT_RETRIES_MAX):
+            try:
+                return self._run_batch(commands)
+            except RecordConflictError:
+                # Another process wrote one of our aggregates first. Our work was rolled back
+                # whole; run it again on fresh state.
+                if attempt == CONFLICT_RETRIES_MAX - 1:
+                    break
+        error = ConcurrencyError("the same objects kept changing underneath; retry the request")
+        return [CommandResult(cmd.name, cmd.idempotency_key, error=error) for cmd in commands]
+
+    def _probe_one_by_one(self, ids: Sequence[UUID]) -> set[UUID]:
+        """The portable probe: one indexed lookup per id (no snapshot read)."""
+        return {i for i in ids if not self.recorder.select_events(i, limit=1)}
+
+    def _run_batch(self, commands: Sequence[c.Message]) -> list[CommandResult]:
+        probe = [command_record_id(str(cmd.idempotency_key)) for cmd in commands]
+        for cmd in commands:
+            # Malformed ids: the command is refused with a clear error when it runs.
+            with suppress(TypeError, AttributeError):
+                probe += _created_ids(cmd)
+        batch = _Batch(self, self.absence_probe(probe))
+        recorded_at = self.clock()
+        outcomes: list[tuple[CommandResult, list[tuple[UUID, int]]]] = []
+        for command in commands:
+            try:
+                result, keys = self._run_one(batch, command, recorded_at)
+            except SluiceError as error:
+                result, keys = CommandResult(command.name, command.idempotency_key, error=error), []
+            outcomes.append((result, keys))
+        if not batch.aggregates:
+            return [result for result, _ in outcomes]
+        recordings = self.save(*batch.aggregates.values())
+        positions = {
+            (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+            for r in recordings
+        }
+        return [
+            replace(result, position=max(positions[k] for k in keys)) if keys else result
+            for result, keys in outcomes
+        ]
+
+    def _run_one(
+        self, batch: _Batch, command: c.Message, recorded_at: datetime
+    ) -> tuple[CommandResult, list[tuple[UUID, int]]]:
+        key = command.idempotency_key
+        if not isinstance(key, str) or not 0 < len(key) <= IDEMPOTENCY_KEY_LEN_MAX:
+            raise InvalidParameterError(
+                f"idempotency_key is 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters",
+                param="idempotency_key",
+            )
+        command.check_text()
+        when = When(check_instant(command.effective_at, "effective_at"), recorded_at)
+        scope = Scope(batch, when)
+        fingerprint = command.fingerprint()
+        record = scope.find(command_record_id(key), CommandRecord)
+        if record is not None:
+            if record.fingerprint != fingerprint or record.command != command.name:
+                raise IdempotencyConflictError(
+                    f"idempotency key {key!r} was used with different parameters",
+                    param="idempotency_key",
+                )
+            return CommandResult(command.name, key, ids=dict(record.result), replayed=True), []
+        ids = self.handlers[type(command)](scope, command)
+        scope.post_journal()
+        if isinstance(command, facts.Fact):
+            broken = scope.broken_expectations()
+            if broken:
+                ids = {**ids, "flagged": "; ".join(broken)}
+        scope.add(CommandRecord.accept(key, command.name, fingerprint, ids, recorded_at))
+        return CommandResult(command.name, key, ids=ids), scope.commit()
+
+
+def _created_ids(cmd: c.Message) -> list[UUID]:
+    """Aggregates a command would create, when their ids are known before it runs: probing
+    them with the batch (one query) makes the existence checks of ``Scope.add`` free."""
+    if isinstance(cmd, c.RecordPayment):
+        payment_id = cmd.payment_id or object_id("py", cmd.idempotency_key)
+        ids = [payment_aggregate_id(payment_id)]
+        if cmd.charge_type == "destination":
+            ids.append(transfer_aggregate_id(cmd.transfer_id or object_id("tr", payment_id)))
+        ids += [
+            transfer_aggregate_id(object_id("tr", payment_id, part.account_id))
+            for part in cmd.split
+            if isinstance(part, SplitPart)
+        ]
+        return ids
+    if isinstance(cmd, c.RequestPayout):
+        return [payout_aggregate_id(cmd.payout_id or object_id("po", cmd.idempotency_key))]
+    if isinstance(cmd, c.CreateTransfer):
+        return [transfer_aggregate_id(cmd.transfer_id or object_id("tr", cmd.idempotency_key))]
+    if isinstance(cmd, c.TopUp):
+        return [
+            aggregate_id("claim", "topup", cmd.topup_id or object_id("tu", cmd.idempotency_key))
+        ]
+    return []
