@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.balances import Balance
 from ledger.commands import Message
-from ledger.errors import InvalidParameterError, PayoutNotFoundError
+from ledger.errors import InvalidParameterError, PayoutNotFoundError, SluiceError, SplitRuleError
 from ledger.events import check_instant
 from ledger.ids import (
     balance_aggregate_id,
@@ -36,6 +36,7 @@ from ledger.journal import BANK, PENDING, move
 from ledger.money import check_amount, check_currency
 from ledger.payments import Payment
 from ledger.payouts import CANCELED, FAILED, IN_TRANSIT, PAID, TRANSITIONS, Payout
+from ledger.splits import SplitPart, allocate
 from ledger.transfers import Transfer
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class ChargeSucceeded(Fact):
     transfer_amount_minor: int | None = None
     transfer_id: str | None = None
     application_fee_id: str | None = None
+    # Sluice's own routing rule riding on the charge (its ``sluice_split`` metadata): the ledger
+    # allocates it and records the plan; it never refuses the charge itself.
+    split: tuple[SplitPart, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,8 +289,28 @@ def _charge_succeeded(s: Scope, f: ChargeSucceeded) -> dict[str, str]:
     for account_id, param in ((f.account_id, "account"), (f.on_behalf_of, "on_behalf_of")):
         if account_id is not None:
             s.account(account_id, param)
-    _, ids = book_charge(s, f, s.platform_account_id)
+    payment, ids = book_charge(s, f, s.platform_account_id)
+    if f.split:
+        try:
+            plan_routing(s, payment, f.split)
+            ids["routing"] = "planned"
+        except SluiceError as refused:  # a bad rule is Sluice's problem, never the charge's
+            ids["routing"] = f"not planned: {refused}"
     return ids
+
+
+def plan_routing(s: Scope, payment: Payment, split: tuple[SplitPart, ...]) -> dict[str, int]:
+    """Allocates a split rule over the charge (largest remainder, in ``ledger.splits``) and
+    records the plan; the one place where a charge's routing is decided, for every door."""
+    for part in split:
+        if not isinstance(part, SplitPart):
+            raise SplitRuleError("split parts are SplitPart values", param="split")
+        if part.account_id == s.platform_account_id:
+            raise SplitRuleError("the platform keeps the remainder implicitly", param="split")
+        s.account(part.account_id, "split")
+    parts = allocate(payment.amount_minor, list(split))
+    payment.plan_routing(parts, s.when)
+    return parts
 
 
 def _transfer_created(s: Scope, f: TransferCreated) -> dict[str, str]:

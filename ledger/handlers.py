@@ -36,7 +36,7 @@ from ledger.journal import BANK, PENDING, move
 from ledger.money import check_amount, check_currency
 from ledger.payments import Payment
 from ledger.payouts import Payout
-from ledger.splits import allocate
+from ledger.splits import SplitPart
 from ledger.transfers import Transfer
 
 
@@ -143,15 +143,14 @@ def _record_payment(s: Scope, cmd: c.RecordPayment) -> dict[str, str]:
 def _route_split(
     s: Scope, cmd: c.RecordPayment, payment: Payment, platform_id: str
 ) -> dict[str, str]:
-    """A separate charge's split rule becomes sourced transfers (largest remainder)."""
+    """A separate charge recorded with a split rule: the ledger plans the routing (as for a
+    charge Stripe reports) and, Sluice being the only book here, books the transfers at once."""
     for part in cmd.split:
-        if part.account_id == s.platform_account_id:
-            raise SplitRuleError("the platform keeps the remainder implicitly", param="split")
-        s.open_account(part.account_id, "split")
+        if isinstance(part, SplitPart) and part.account_id != s.platform_account_id:
+            s.open_account(part.account_id, "split")
+    parts = facts.plan_routing(s, payment, cmd.split)
     ids = {}
-    for n, (account_id, amount) in enumerate(
-        allocate(payment.amount_minor, list(cmd.split)).items()
-    ):
+    for n, (account_id, amount) in enumerate(parts.items()):
         if amount == 0:
             continue
         transfer_id = object_id("tr", payment.payment_id, account_id)

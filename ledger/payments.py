@@ -17,6 +17,7 @@ from ledger.errors import (
     InvalidParameterError,
     InvalidTransitionError,
     RefundExceedsChargeError,
+    SplitRuleError,
     TransferExceedsSourceError,
     invariant,
 )
@@ -146,6 +147,16 @@ class Payment(Aggregate):
             if payment.dispute is not None:  # a fact may arrive before its withdrawal
                 payment.dispute["status"] = "won"
 
+    class RoutingPlanned(Aggregate.Event):
+        """How the charge is to be routed to sellers (an intent: no money moves yet). The
+        transfers it asks for are made at Stripe by the edge and recorded as they happen."""
+
+        parts: list[list[str | int]]  # [[account_id, amount_minor], …] in the rule's order
+        effective_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.routing = [list(part) for part in self.parts]
+
     class DisputeLost(Aggregate.Event):
         dispute_id: str
         effective_at: datetime
@@ -174,6 +185,7 @@ class Payment(Aggregate):
     refunded_minor: int
     fee_refunds: dict[str, int]
     dispute: dict[str, Any] | None
+    routing: list[list[str | int]]  # set by RoutingPlanned (absent on payments before it)
 
     def __init__(self) -> None:
         """State comes from the created event's apply(); annotations above are for typing."""
@@ -282,6 +294,24 @@ class Payment(Aggregate):
             invariant(self.account_id is not None, "direct charge without account")
             return str(self.account_id)
         return self.platform_account_id
+
+    @property
+    def planned_routing(self) -> dict[str, int]:
+        """account → amount the charge's routing rule sends it (empty: no rule)."""
+        # Payments recorded before routing plans existed have no ``routing`` attribute.
+        return {str(a): int(n) for a, n in getattr(self, "routing", None) or []}
+
+    def plan_routing(self, parts: dict[str, int], when: When) -> None:
+        if self.charge_type != "separate":
+            raise SplitRuleError("split rules route separate charges", param="split")
+        if self.planned_routing:
+            raise InvalidTransitionError(f"{self.payment_id} is routed already", param="split")
+        self.trigger_event(
+            self.RoutingPlanned,
+            parts=[[account, amount] for account, amount in parts.items() if amount],
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
 
     def refundable_minor(self) -> int:
         return self.amount_minor - self.refunded_minor

@@ -22,24 +22,25 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from adapters.settings import Settings
-from adapters.stripe import inbox
-from adapters.stripe.gateway import GatewayError, StripeGateway, idempotency_key
+from adapters.stripe import inbox, translate
+from adapters.stripe.gateway import GatewayError, StripeGateway
+from adapters.stripe.routing import Router
+from adapters.stripe.translate import SPLIT_METADATA_KEY
 from ledger import commands as c
 from ledger import facts
 from ledger.application import CommandResult, Ledger
 from ledger.errors import SluiceError
 from ledger.payouts import CANCELED, FAILED, IN_TRANSIT, PAID, PENDING_STATUS
-from ledger.splits import SplitPart, allocate
+from ledger.splits import SplitPart
 from projections.store import ReadModel
 
 ATTEMPTS_MAX = 8  # passes over a parked event before it is marked failed
 INBOX_BATCH_MAX = 500
 PAYOUT_RANK = {PENDING_STATUS: 0, IN_TRANSIT: 1, PAID: 2, FAILED: 3, CANCELED: 3}
-SPLIT_METADATA_KEY = "sluice_split"  # JSON list of {account, share_bps | fixed_amount}
 SLUICE_PAYOUT_METADATA_KEY = "sluice_payout_id"
 # Known types that move no money Sluice books (kept and counted apart from unknown types).
 NOTHING_TO_FOLD = frozenset(
@@ -64,8 +65,7 @@ class Ignored(Exception):
     """The event is kept but folds into nothing (counted under its reason)."""
 
 
-def _at(seconds: int | None) -> datetime:
-    return datetime.fromtimestamp(int(seconds or 0), UTC)
+_at = translate.at
 
 
 @dataclass
@@ -79,8 +79,18 @@ class PassReport:
 
 
 class Folder:
-    def __init__(self, ledger: Ledger, gateway: StripeGateway, settings: Settings) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        gateway: StripeGateway,
+        settings: Settings,
+        *,
+        route_inline: bool = True,
+    ) -> None:
         self.ledger = ledger
+        # Inline (embedded, demo, tests): planned routings are made right after the charge is
+        # recorded. The workers pass False: the relay publishes each plan to route_payment.
+        self.route_inline = route_inline
         self.gateway = gateway
         self.settings = settings
         self.platform = settings.platform_account_id
@@ -271,15 +281,13 @@ class Folder:
     ) -> str | None:
         """Records a succeeded charge (once). Returns the payment id, None for ``py_`` payments
         (the receiving side of a transfer, booked with the transfer). With ``route``, a
-        separate charge's split is (re)checked even when the charge is known: a split cut
-        short by an error is completed on the retry."""
+        separate charge's planned routing is (re)checked even when the charge is known: a
+        routing cut short by an error is completed on the retry."""
         if charge_id.startswith("py_"):
             return None
-        known = self.ledger.get_payment(charge_id)
-        if known is not None:
-            if route and known.charge_type == "separate":
-                charge = self.gateway.retrieve("charge", charge_id, account=account).data
-                self._route_split(charge, account)
+        if self.ledger.get_payment(charge_id) is not None:
+            if route:
+                self._route(charge_id)
             return charge_id
         charge = self.gateway.retrieve("charge", charge_id, account=account).data
         if charge.get("status") != "succeeded" or not charge.get("captured", True):
@@ -287,101 +295,49 @@ class Folder:
         txn = self.gateway.retrieve(
             "balance_transaction", str(charge["balance_transaction"]), account=account
         ).data
-        stripe_fee = sum(
-            int(f["amount"]) for f in txn.get("fee_details", []) if f.get("type") == "stripe_fee"
-        )
-        destination = (charge.get("transfer_data") or {}).get("destination")
-        transfer_amount = (charge.get("transfer_data") or {}).get("amount")
-        kind = "direct" if account else "destination" if destination else "separate"
-        seller = account or destination
-        if seller:
-            self._ensure_account(str(seller))
-        if charge.get("on_behalf_of"):
-            self._ensure_account(str(charge["on_behalf_of"]))
-        self._record(
-            facts.ChargeSucceeded(
-                idempotency_key=f"stripe:charge:{charge_id}",
-                effective_at=_at(charge["created"]),
-                payment_id=charge_id,
-                charge_type=kind,
-                currency=str(charge["currency"]),
-                amount_minor=int(charge["amount"]),
-                stripe_fee_minor=stripe_fee,
-                application_fee_minor=int(charge.get("application_fee_amount") or 0)
-                if kind != "separate"
-                else 0,
-                account_id=str(seller) if seller else None,
-                on_behalf_of=charge.get("on_behalf_of") if kind != "direct" else None,
-                transfer_group=charge.get("transfer_group"),
-                transfer_amount_minor=int(transfer_amount) if transfer_amount is not None else None,
-                available_on=_at(txn["available_on"]),
-                transfer_id=charge.get("transfer") if kind == "destination" else None,
-                application_fee_id=charge.get("application_fee") or None,
-            )
-        )
-        holders = [self._sluice_account(account), *([str(seller)] if seller else [])]
-        self._settle(txn, holders, str(charge["currency"]), f"stripe:charge:{charge_id}")
-        if charge.get("application_fee") and kind == "direct":
+        split = self._split_of(charge, account)
+        fact = translate.charge_succeeded(charge, txn, account=account, split=split)
+        for seller in {fact.account_id, fact.on_behalf_of, *(p.account_id for p in split)}:
+            if seller is not None:
+                self._ensure_account(seller)
+        recorded = self._record(fact)
+        if recorded.ids.get("routing", "planned") != "planned":
+            self._flags.append(f"{charge_id} {recorded.ids['routing']}")
+        currency = str(charge["currency"])
+        holders = [self._sluice_account(account), *([fact.account_id] if fact.account_id else [])]
+        self._settle(txn, holders, currency, f"stripe:charge:{charge_id}")
+        if charge.get("application_fee") and fact.charge_type == "direct":
             # A direct charge's fee lands on the platform with a balance transaction of its own.
             fee = self.gateway.retrieve("application_fee", str(charge["application_fee"])).data
             fee_txn = self.gateway.retrieve(
                 "balance_transaction", str(fee["balance_transaction"])
             ).data
-            self._settle(fee_txn, [self.platform], str(charge["currency"]), f"stripe:{fee['id']}")
-        if kind == "separate":
-            self._route_split(charge, account)
+            self._settle(fee_txn, [self.platform], currency, f"stripe:{fee['id']}")
+        if split:
+            self._route(charge_id)
         return charge_id
 
-    def _route_split(self, charge: dict[str, Any], account: str | None) -> None:
-        """Separate charges and transfers: Sluice issues the transfers its split rule asks for,
-        with ``source_transaction``, and records them under Stripe's ids."""
+    def _split_of(self, charge: dict[str, Any], account: str | None) -> tuple[SplitPart, ...]:
+        """A separate charge's routing rule, from its metadata or its PaymentIntent's."""
+        if translate.charge_type(charge, account is not None) != "separate":
+            return ()
         metadata = charge.get("metadata") or {}
         if SPLIT_METADATA_KEY not in metadata and charge.get("payment_intent"):
             intent = self.gateway.retrieve(
                 "payment_intent", str(charge["payment_intent"]), account=account
             ).data
             metadata = intent.get("metadata") or {}
-        if SPLIT_METADATA_KEY not in metadata:
-            return
         try:
-            parts = [
-                SplitPart(
-                    str(p["account"]),
-                    share_bps=p.get("share_bps"),
-                    fixed_minor=p.get("fixed_amount"),
-                )
-                for p in json.loads(metadata[SPLIT_METADATA_KEY])
-            ]
-        except (ValueError, KeyError, TypeError) as error:
-            raise Ignored(f"unreadable {SPLIT_METADATA_KEY}: {error}") from None
-        payment = self.ledger.get_payment(str(charge["id"]))
-        routed = {
-            transfer.destination_account_id
-            for transfer_id in (payment.sourced_transfers if payment else {})
-            if (transfer := self.ledger.get_transfer(transfer_id)) is not None
-        }
-        for destination, amount in allocate(int(charge["amount"]), parts).items():
-            if amount == 0 or destination in routed:
-                continue
-            self._ensure_account(destination)
-            # Stripe keeps idempotency keys for a day: a refold after that (a rebuild, a
-            # restore) must find the transfer it made instead of making a second one.
-            made = self.gateway.find_transfers(
-                destination=destination, source_transaction=str(charge["id"])
-            )
-            if made:
-                self._record_transfer(made[0].data)
-                continue
-            transfer = self.gateway.create_transfer(
-                destination=destination,
-                amount=amount,
-                currency=str(charge["currency"]),
-                source_transaction=str(charge["id"]),
-                transfer_group=charge.get("transfer_group"),
-                idempotency_key=idempotency_key("split", str(charge["id"]), destination),
-                metadata={"sluice_payment": str(charge["id"])},
-            )
-            self._record_transfer(transfer.data)
+            return translate.split_parts(metadata)
+        except translate.Untranslatable as why:
+            self._flags.append(f"{charge['id']} {why}")
+            return ()
+
+    def _route(self, payment_id: str) -> None:
+        """Makes the transfers the payment's recorded routing plan asks for (when this folder
+        routes inline; the workers route from the relay instead)."""
+        if self.route_inline:
+            Router(self.ledger, self.gateway, self).route(payment_id)
 
     def _settle(self, txn: dict[str, Any], holders: list[str], currency: str, key: str) -> None:
         """Stripe says (fresh, at fold time) that these funds are available already: release
@@ -407,7 +363,7 @@ class Folder:
 
     def _transfer_event(self, obj: dict[str, Any], account: str | None) -> None:
         transfer = self.gateway.retrieve("transfer", str(obj["id"])).data
-        self._record_transfer(transfer)
+        self.record_transfer(transfer)
         recorded = self.ledger.get_transfer(str(transfer["id"]))
         for reversal in (transfer.get("reversals") or {}).get("data", []):
             if recorded is None or reversal["id"] in recorded.reversals:
@@ -415,17 +371,10 @@ class Folder:
             if reversal.get("source_refund"):
                 self._fold_refund(str(reversal["source_refund"]), None)
                 continue
-            self._record(
-                facts.TransferReversed(
-                    idempotency_key=f"stripe:reversal:{reversal['id']}",
-                    effective_at=_at(reversal.get("created")),
-                    transfer_id=str(transfer["id"]),
-                    amount_minor=int(reversal["amount"]),
-                    reversal_id=str(reversal["id"]),
-                )
-            )
+            self._record(translate.transfer_reversed(str(transfer["id"]), reversal))
 
-    def _record_transfer(self, transfer: dict[str, Any]) -> None:
+    def record_transfer(self, transfer: dict[str, Any]) -> None:
+        """Records a transfer Stripe made (once), with its source charge first."""
         transfer_id = str(transfer["id"])
         source = transfer.get("source_transaction")
         if source:
@@ -433,24 +382,11 @@ class Folder:
         if self.ledger.get_transfer(transfer_id) is not None:
             return  # a destination charge's transfer, recorded with its charge
         self._ensure_account(str(transfer["destination"]))
-        # When the funds become available is Stripe's to say: its balance transaction's
-        # available_on (a sourced transfer follows its charge, an unsourced one is available).
+        # When the funds become available is Stripe's to say: its balance transaction's.
         txn = self.gateway.retrieve(
             "balance_transaction", str(transfer["balance_transaction"])
         ).data
-        self._record(
-            facts.TransferCreated(
-                idempotency_key=f"stripe:transfer:{transfer_id}",
-                effective_at=_at(transfer.get("created")),
-                transfer_id=transfer_id,
-                destination_account_id=str(transfer["destination"]),
-                currency=str(transfer["currency"]),
-                amount_minor=int(transfer["amount"]),
-                available_on=_at(txn["available_on"]),
-                source_payment_id=str(source) if source else None,
-                transfer_group=transfer.get("transfer_group"),
-            )
-        )
+        self._record(translate.transfer_created(transfer, txn))
         holders = [self.platform, str(transfer["destination"])]
         self._settle(txn, holders, str(transfer["currency"]), f"stripe:transfer:{transfer_id}")
 
@@ -475,23 +411,12 @@ class Folder:
         if payment is None or refund_id in payment.refunds:
             return
         reversal_id = refund.get("transfer_reversal")
-        reversal_minor = None
+        reversal = None
         if reversal_id and payment.destination_transfer_id:
             reversal = self.gateway.retrieve(
                 "transfer_reversal", str(reversal_id), parent=payment.destination_transfer_id
             ).data
-            reversal_minor = int(reversal["amount"])
-        self._record(
-            facts.ChargeRefunded(
-                idempotency_key=f"stripe:refund:{refund_id}",
-                effective_at=_at(refund["created"]),
-                payment_id=payment.payment_id,
-                amount_minor=int(refund["amount"]),
-                refund_id=refund_id,
-                reversal_id=str(reversal_id) if reversal_minor else None,
-                reversal_minor=reversal_minor or 0,
-            )
-        )
+        self._record(translate.charge_refunded(refund, payment.payment_id, reversal))
 
     def _application_fee_event(self, obj: dict[str, Any], account: str | None) -> None:
         fee = self.gateway.retrieve("application_fee", str(obj["id"])).data
@@ -504,17 +429,8 @@ class Folder:
         if payment is None:
             return
         for fee_refund in (fee.get("refunds") or {}).get("data", []):
-            if fee_refund["id"] in payment.fee_refunds:
-                continue
-            self._record(
-                facts.ApplicationFeeRefunded(
-                    idempotency_key=f"stripe:fee_refund:{fee_refund['id']}",
-                    effective_at=_at(fee_refund.get("created")),
-                    payment_id=payment.payment_id,
-                    amount_minor=int(fee_refund["amount"]),
-                    fee_refund_id=str(fee_refund["id"]),
-                )
-            )
+            if fee_refund["id"] not in payment.fee_refunds:
+                self._record(translate.application_fee_refunded(payment.payment_id, fee_refund))
 
     # Disputes ---------------------------------------------------------------------------------
 
@@ -525,43 +441,11 @@ class Folder:
         payment_id = self._ensure_payment(str(dispute["charge"]), account)
         if payment_id is None:
             return
-        dispute_id = str(dispute["id"])
-        txns = dispute.get("balance_transactions", [])
-        withdrawals = [t for t in txns if int(t.get("amount", 0)) < 0]
-        reinstatements = [t for t in txns if int(t.get("amount", 0)) > 0]
         payment = self.ledger.get_payment(payment_id)
         known = (payment.dispute if payment is not None else None) or {}
-        if withdrawals and not known:
-            self._record(
-                facts.DisputeFundsWithdrawn(
-                    idempotency_key=f"stripe:dispute:{dispute_id}:withdrawn",
-                    effective_at=_at(withdrawals[0].get("created") or dispute["created"]),
-                    payment_id=payment_id,
-                    dispute_id=dispute_id,
-                    amount_minor=-int(withdrawals[0]["amount"]),
-                    fee_minor=int(withdrawals[0].get("fee", 0)),
-                )
-            )
-        if reinstatements and known.get("status") != "won":
-            self._record(
-                facts.DisputeFundsReinstated(
-                    idempotency_key=f"stripe:dispute:{dispute_id}:reinstated",
-                    effective_at=_at(reinstatements[0].get("created") or dispute["created"]),
-                    payment_id=payment_id,
-                    dispute_id=dispute_id,
-                    amount_minor=int(reinstatements[0]["amount"]),
-                    fee_minor=int(reinstatements[0].get("fee", 0)),
-                )
-            )
-        if dispute.get("status") == "lost" and withdrawals and known.get("status") != "lost":
-            self._record(
-                facts.DisputeLost(
-                    idempotency_key=f"stripe:dispute:{dispute_id}:lost",
-                    effective_at=_at(obj.get("created") or dispute["created"]),
-                    payment_id=payment_id,
-                    dispute_id=dispute_id,
-                )
-            )
+        status = known.get("status")
+        for fact in translate.dispute_facts(dispute, payment_id, status, obj.get("created")):
+            self._record(fact)
 
     # Payouts ----------------------------------------------------------------------------------
 
@@ -575,16 +459,7 @@ class Folder:
         at = _at(payout.get("created"))
         recorded = self.ledger.get_payout(str(payout_id))
         if recorded is None:  # Stripe paid out on its own (automatic payouts)
-            self._record(
-                facts.PayoutCreated(
-                    idempotency_key=f"stripe:payout:{payout['id']}",
-                    effective_at=at,
-                    payout_id=str(payout_id),
-                    account_id=holder,
-                    currency=str(payout["currency"]),
-                    amount_minor=int(payout["amount"]),
-                )
-            )
+            self._record(translate.payout_created(payout, str(payout_id), holder))
             recorded = self.ledger.get_payout(str(payout_id))
         target = str(payout["status"])
         if recorded is None or target not in PAYOUT_RANK:
@@ -647,15 +522,5 @@ class Folder:
     def _topup_event(self, obj: dict[str, Any], account: str | None) -> None:
         topup = self.gateway.retrieve("topup", str(obj["id"])).data
         txn = self.gateway.retrieve("balance_transaction", str(topup["balance_transaction"])).data
-        self._record(
-            facts.TopUpSucceeded(
-                idempotency_key=f"stripe:topup:{topup['id']}",
-                effective_at=_at(topup["created"]),
-                account_id=self.platform,
-                currency=str(topup["currency"]),
-                amount_minor=int(topup["amount"]),
-                available_on=_at(txn["available_on"]),
-                topup_id=str(topup["id"]),
-            )
-        )
+        self._record(translate.topup_succeeded(topup, txn, self.platform))
         self._settle(txn, [self.platform], str(topup["currency"]), f"stripe:topup:{topup['id']}")
