@@ -24,7 +24,6 @@ from ledger.engine import (
     BATCH_SIZE_MAX,
     CONFLICT_RETRIES_MAX,
     GROUP_COMMIT_SIZE_MAX,
-    IDEMPOTENCY_KEY_LEN_MAX,
     JOURNAL_PAGE_SIZE,
     A,
     Clock,
@@ -44,6 +43,7 @@ from ledger.ids import (
     transfer_aggregate_id,
 )
 from ledger.journal import Posting, book_deltas
+from ledger.limits import IDEMPOTENCY_KEY_LEN_MAX
 from ledger.payments import Payment
 from ledger.payouts import Payout
 from ledger.records import CommandRecord

@@ -10,9 +10,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from ledger.errors import InvalidParameterError
+from ledger.limits import TEXT_LEN_MAX
 from ledger.splits import SplitPart
-
-TEXT_LEN_MAX = 255
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,6 +54,7 @@ from ledger.ids import (
     transfer_aggregate_id,
 )
 from ledger.journal import balance_row, book_deltas
+from ledger.limits import IDEMPOTENCY_KEY_LEN_MAX
 from ledger.payments import Payment
 from ledger.payouts import Payout
 from ledger.records import CommandRecord, IdClaim
@@ -63,7 +64,6 @@ from ledger.transfers import Transfer
 BATCH_SIZE_MAX = 1_000
 GROUP_COMMIT_SIZE_MAX = 100  # commands from concurrent callers recorded in one save()
 CONFLICT_RETRIES_MAX = 5
-IDEMPOTENCY_KEY_LEN_MAX = 255
 JOURNAL_PAGE_SIZE = 1_000
 
 A = TypeVar("A", bound=Aggregate)

@@ -9,7 +9,6 @@ the aggregates, so a rebuild from the log reproduces them exactly.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any, ClassVar
 
 from eventsourcing.dispatch import singledispatchmethod
@@ -19,16 +18,15 @@ from eventsourcing.projection import Projection
 from ledger.balances import Balance
 from ledger.events import JournalEvent
 from ledger.ids import WORLD, object_id
+from ledger.instants import micros_to_seconds, to_micros
 from ledger.journal import balance_row, book_deltas
 from ledger.payments import Payment
 from ledger.payouts import Payout
 from ledger.transfers import Transfer
 from projections.store import ReadModel, Tx
 
-
-def micros(instant: datetime) -> int:
-    """Instants in the read model: integer microseconds since the epoch (exact, sortable)."""
-    return int(instant.timestamp()) * 1_000_000 + instant.microsecond
+# Instants in the read model: integer microseconds since the epoch (exact, sortable).
+micros = to_micros
 
 
 class LedgerProjection(Projection[Any]):
@@ -284,7 +282,7 @@ class PayoutsProjection(LedgerProjection):
                     domain_event.amount_minor,
                     at,
                     at,
-                    json.dumps([{"status": "pending", "at": at // 1_000_000}]),
+                    json.dumps([{"status": "pending", "at": micros_to_seconds(at)}]),
                 ),
             )
             return
@@ -297,7 +295,7 @@ class PayoutsProjection(LedgerProjection):
         if row is None:
             return  # cannot happen in a consistent log; the verify command would report it
         at = micros(domain_event.effective_at)
-        timeline = [*json.loads(row["timeline"]), {"status": status, "at": at // 1_000_000}]
+        timeline = [*json.loads(row["timeline"]), {"status": status, "at": micros_to_seconds(at)}]
         self.tx.execute(
             "UPDATE rm_payouts SET status = %s, failure_code = COALESCE(%s, failure_code),"
             " updated = %s, timeline = %s, position = %s WHERE aggregate_id = %s",

@@ -17,12 +17,12 @@ from typing import Any
 import stripe
 
 from ledger.errors import SluiceError
+from ledger.limits import IDEMPOTENCY_KEY_LEN_MAX
 
 STRIPE_TIMEOUT_S = 30
 STRIPE_MAX_NETWORK_RETRIES = 3
 BALANCE_TRANSACTIONS_PAGE_SIZE = 100
 BALANCE_TRANSACTIONS_MAX = 1_000_000  # an explicit bound on one auto-paginated listing
-IDEMPOTENCY_KEY_LEN_MAX = 255
 
 
 class GatewayError(SluiceError):

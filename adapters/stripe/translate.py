@@ -12,10 +12,10 @@ same movement reached through different events is recorded once.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from ledger import facts
+from ledger.instants import from_seconds
 from ledger.splits import SplitPart
 
 SPLIT_METADATA_KEY = "sluice_split"  # JSON list of {account, share_bps | fixed_amount}
@@ -28,9 +28,7 @@ class Untranslatable(ValueError):
     """A Stripe object Sluice cannot read as a movement (kept, counted, never guessed at)."""
 
 
-def at(seconds: int | None) -> datetime:
-    """Stripe's unix seconds as an aware UTC instant."""
-    return datetime.fromtimestamp(int(seconds or 0), UTC)
+at = from_seconds  # Stripe's unix seconds as an aware UTC instant
 
 
 def stripe_fee(txn: Json) -> int:
