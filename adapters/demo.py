@@ -70,6 +70,9 @@ def prepare_store(database_url: str, ledger: Ledger) -> str | None:
     return f"{path}.previous"
 
 
+PLATFORM_COUNTRY = "US"  # the sandbox platform's (SandboxSettings.platform_country)
+
+
 @dataclass(frozen=True)
 class Seller:
     name: str
@@ -108,10 +111,14 @@ class DemoRun:
 
 
 def stripe_fee_settings() -> dict[str, Any]:
-    """Stripe's card fees as the demo's sandbox charges them (Sluice records what it reports)."""
+    """The demo's Stripe: its card fees (Sluice records what it reports), and a platform that
+    holds a JPY bank account beside its USD one, so it settles jpy charges without conversion."""
     from stripe_sandbox import parse_fee_rules
 
-    return {"processing_fees": parse_fee_rules("usd=290+30,jpy=360+0")}
+    return {
+        "processing_fees": parse_fee_rules("usd=290+30,jpy=360+0"),
+        "platform_settlement_currencies": ("jpy",),
+    }
 
 
 class Demo:
@@ -266,7 +273,8 @@ class Demo:
                     "transfer_data": {"destination": acct},
                     "application_fee_amount": amount // 10,
                 }
-                if n % 6 == 0:
+                if n % 6 == 0 or seller.country != PLATFORM_COUNTRY:
+                    # Across regions Stripe needs the seller as the settlement merchant.
                     params["on_behalf_of"] = acct
                 intent = self._pay(n, params)
             elif kind == "direct":
@@ -321,6 +329,11 @@ class Demo:
                     "currency": s.currency,
                     "application_fee_amount": amount // 10,
                     "transfer_data": {"destination": self.run.accounts[s.name]},
+                    **(
+                        {"on_behalf_of": self.run.accounts[s.name]}
+                        if s.country != PLATFORM_COUNTRY
+                        else {}
+                    ),
                 },
             )
 

@@ -15,7 +15,9 @@ webhook retries, …; see `settings.py`). Served from the command line by `run_s
 
 Stripe API served (`/v1`, secret key auth, `Stripe-Account`, `Idempotency-Key`, `expand[]`):
 - accounts: create (legacy `type` or `controller`), retrieve, update, list, `GET /v1/account`;
-  capabilities, `charges_enabled`, `payouts_enabled`, `settings.payouts.schedule`; external bank
+  capabilities, `charges_enabled`, `payouts_enabled`, `settings.payouts.schedule` (`delay_days`
+  below the account's minimum, the larger of `platform_delay_days` and `default_delay_days`, is
+  refused with 400 on `settings[payouts][schedule][delay_days]`; `minimum` sets it); external bank
   accounts (inline `external_account` hash with test account/routing numbers) create/list/get.
 - payment_intents: create (`confirm`), retrieve, update, list, confirm, cancel; test methods
   `pm_card_visa` (pending until `available_on`), `pm_card_bypassPending` (available at once),
@@ -23,9 +25,22 @@ Stripe API served (`/v1`, secret key auth, `Stripe-Account`, `Idempotency-Key`, 
   `pm_card_createDispute` (succeeds, then disputed), `pm_card_mastercard`, `pm_card_visa_debit`;
   direct (`Stripe-Account`), destination (`transfer_data[destination|amount]`,
   `application_fee_amount`, `on_behalf_of`) and separate charges (`transfer_group`).
+  Settlement: an account settles in its `default_currency` and its bank accounts' currencies
+  (the platform: also `platform_settlement_currencies`; by default every currency). A charge
+  that would put funds in another currency on any account it touches (the one it lives on, the
+  destination, `on_behalf_of`, the platform for a direct charge's fees) is refused with 400
+  `currency_conversion_unsupported` on `currency`, since the sandbox converts nothing. With
+  `cross_region_destination_needs_on_behalf_of`, a destination charge to an account outside the
+  platform's region (a country, or the EEA) without `on_behalf_of` is refused as Stripe refuses
+  it (400 on `transfer_data[destination]`, Stripe's message). The platform's currency refusal and
+  the region refusal are off by default, as the demo makes such charges (see `settings.py`).
 - charges (incl. `py_…` destination payments): retrieve, list.
 - balance; balance_transactions: retrieve, list (`type`, `source`, `payout`, `currency`,
-  `created`, cursors).
+  `created`, cursors). `balance.available` is sent for an account whose funds become available,
+  whether pending funds reach `available_on` (sent by the clock) or a positive balance
+  transaction is available as it is booked (bypassPending charges, transfers from the available
+  balance or from an available source charge, reversals, returned payouts, won disputes; sent
+  once per account at the end of the request or clock step); never for negative transactions.
 - transfers (`source_transaction` rules, available-balance check): create, retrieve, list;
   reversals: create, retrieve, list.
 - refunds (`reverse_transfer`, `refund_application_fee`, proportional): create, retrieve, list.
@@ -41,7 +56,9 @@ Stripe API served (`/v1`, secret key auth, `Stripe-Account`, `Idempotency-Key`, 
 
 Not covered: manual capture, customers, payment methods beyond the test ids above, setup
 intents, tokens, instant payouts, payout reversals, top-up cancel/failure, refund failures or
-pending refunds, cross-currency settlement (`exchange_rate` is always null), connect reserves and
+pending refunds, currency conversion (`exchange_rate` is always null; charges that would need
+it are refused, transfers are not checked), cross-border payouts (`recipient` service
+agreement), country-specific payout delays, a separate dispute countered fee, connect reserves and
 negative-balance recovery, account onboarding/requirements, capabilities endpoints, persons,
 balance settings, search endpoints, thin (v2) events, rate limits, `Stripe-Version` rendering.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any
 
@@ -35,6 +36,13 @@ COUNTRY_CURRENCIES = {
     "BR": "brl",
 }
 EUROZONE = {"AT", "BE", "DE", "ES", "FI", "FR", "IE", "IT", "LU", "NL", "PT"}
+# The European Economic Area: one region for destination charges ("both in the US" is Stripe's
+# example of a region; docs.stripe.com/connect/destination-charges). Every other country is a
+# region of its own.
+EEA = EUROZONE | {
+    "BG", "CY", "CZ", "DK", "EE", "GR", "HR", "HU", "IS", "LI", "LT", "LV", "MT", "NO", "PL",
+    "RO", "SE", "SI", "SK",
+}  # fmt: skip
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MONTHLY_ANCHOR_MAX = 31
 ACCOUNT_PARAMS = (
@@ -88,6 +96,11 @@ def _empty_requirements() -> Obj:
         "past_due": [],
         "pending_verification": [],
     }
+
+
+def region(country: str) -> str:
+    """The Connect region of a country, for Stripe's same-region rule of destination charges."""
+    return "EEA" if country in EEA else country
 
 
 def _diff(old: Any, new: Any) -> Any:
@@ -205,8 +218,10 @@ class AccountsMixin(SandboxCore):
         country = (p.str("country") or self.settings.platform_country).upper()
         currency = p.currency("default_currency", required=False) or self._country_currency(country)
         requirement_collection = controller.get("requirement_collection", "stripe")
+        # Stripe: the default is "the lowest permitted value for the account" (Standard) or the
+        # platform's own payout speed (Express, Custom): here the larger of the two settings.
         schedule = self._schedule(
-            self.settings.default_payout_interval, self.settings.default_delay_days, None, None
+            self.settings.default_payout_interval, self.settings.minimum_delay_days(), None, None
         )
         account = self._account_skeleton(
             self.ids.new("acct_"),
@@ -235,11 +250,18 @@ class AccountsMixin(SandboxCore):
             tuple(name for name in ACCOUNT_PARAMS if name not in ("type", "controller", "country"))
         )
         before = self.render(account)
-        if p.has("capabilities"):
-            account["capabilities"] = self._capabilities(
-                p.nested("capabilities"), account["capabilities"]
-            )
-        self._apply_profile(account, p)
+        unchanged = copy.deepcopy(account)
+        try:
+            if p.has("capabilities"):
+                account["capabilities"] = self._capabilities(
+                    p.nested("capabilities"), account["capabilities"]
+                )
+            self._apply_profile(account, p)
+        except StripeApiError:
+            # A refused update changes nothing (the schedule is checked after other fields).
+            account.clear()
+            account.update(unchanged)
+            raise
         if p.has("external_account"):
             self._add_external_account(account, p.data["external_account"], True, emit=True)
         self._refresh_enabled(account)
@@ -328,6 +350,37 @@ class AccountsMixin(SandboxCore):
         }
         return controller, type_
 
+    def settlement_currencies(self, account: Obj) -> set[str] | None:
+        """The currencies `account` keeps balances in (None: every currency). Stripe: "When the
+        presentment currency differs from your settlement currency—that accepted by any of your
+        bank accounts or debit cards—we'll automatically convert the payment to your default
+        settlement currency" (docs.stripe.com/currencies/conversions)."""
+        currencies = {account["default_currency"]}
+        currencies |= {self.objects[bank_id]["currency"] for bank_id in account["_external_ids"]}
+        if account["id"] == self.platform_id:
+            extra = self.settings.platform_settlement_currencies
+            if extra is None:
+                return None
+            currencies |= set(extra)
+        return currencies
+
+    def check_settles_in(self, account_id: str, currency: str) -> None:
+        """Refuses funds for `account_id` in a currency it does not settle in."""
+        account = self.objects[account_id]
+        settles = self.settlement_currencies(account)
+        if settles is None or currency in settles:
+            return
+        who = "your platform account" if account_id == self.platform_id else "the account"
+        # Undocumented: Stripe converts such funds (exchange_rate on the balance transaction);
+        # the sandbox converts nothing, so it refuses them, with a code of its own.
+        raise bad_param(
+            f"The sandbox does not convert currencies, and {who} {account_id} does not settle "
+            f"in {currency} (it settles in {', '.join(sorted(settles))}). Charge in one of "
+            "those currencies, or add a bank account in this currency.",
+            "currency",
+            "currency_conversion_unsupported",
+        )
+
     def _country_currency(self, country: str) -> str:
         if country in EUROZONE:
             return "eur"
@@ -392,10 +445,22 @@ class AccountsMixin(SandboxCore):
         )
         interval = p.choice("interval", PAYOUT_INTERVALS) or current["interval"]
         delay_days = current["delay_days"]
+        minimum = self.settings.minimum_delay_days()
         if p.str("delay_days") == "minimum":
-            delay_days = self.settings.default_delay_days
+            delay_days = minimum
         elif p.has("delay_days"):
             delay_days = p.int("delay_days", minimum=0)
+            if delay_days is not None and delay_days < minimum:
+                # Stripe: "The delay_days value cannot be less than your own payout schedule or
+                # less than the default payout schedule for the account."
+                # Undocumented: the message and code of Stripe's refusal.
+                raise bad_param(
+                    f"Invalid settings[payouts][schedule][delay_days]: {delay_days} is below "
+                    f"this account's minimum of {minimum} days; pass `minimum` for the lowest "
+                    "permitted value.",
+                    "settings[payouts][schedule][delay_days]",
+                    "parameter_invalid_integer",
+                )
         weekly = p.choice("weekly_anchor", WEEKDAYS) or current["weekly_anchor"]
         monthly = p.int("monthly_anchor", minimum=1, maximum=MONTHLY_ANCHOR_MAX)
         monthly = monthly if monthly is not None else current["monthly_anchor"]

@@ -458,10 +458,12 @@ def _force(state: SandboxState, kind: str, object_id: str, action: str, p: Param
         if kind == "payouts" and action == "fail" and obj and obj["object"] == "payout":
             p.reject_unknown(("failure_code",))
             state.fail_payout(obj, p.str("failure_code", default="could_not_process") or "")
+            state.announce_available()  # the returned funds
             return state.render(obj)
         if kind == "disputes" and action == "resolve" and obj and obj["object"] == "dispute":
             p.reject_unknown(("outcome",))
             state.resolve_dispute(obj, p.choice("outcome", ("won", "lost"), default="won") or "")
+            state.announce_available()  # a won dispute's reinstated funds
             return state.render(obj)
     raise invalid(f"No {kind[:-1]} {object_id} to {action}.", code="resource_missing")
 

@@ -186,8 +186,10 @@ class DisputesMixin(SandboxCore):
         if outcome == "won":
             dispute_fee = self.settings.dispute_fee(currency)
             details = []
-            # Undocumented: whether a won dispute returns its fee depends on Stripe's pricing;
-            # the default follows the reinstatement in reference §10 (fee -1500 refunded).
+            # Stripe now charges a "dispute received fee" (kept) and, on countering, a "dispute
+            # countered fee" that "is returned to you" on a win (support.stripe.com/topics/
+            # disputes). The sandbox has one fee; `dispute_fee_refunded_on_win` says whether a
+            # win returns it (default True: the reinstatement in reference §10, fee -1500).
             if self.settings.dispute_fee_refunded_on_win:
                 details.append(
                     fee_detail(-dispute_fee, currency, "stripe_fee", "Dispute fee refund")

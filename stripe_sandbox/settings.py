@@ -14,7 +14,13 @@ defaults where Stripe publishes them and a marked choice where it does not.
 | `dispute_fees` | `{"usd": 1500}` | withdrawn with each dispute |
 | `fallback_dispute_fee` | 1500 | for currencies missing from `dispute_fees` |
 | `dispute_fee_refunded_on_win` | True | the won-dispute reinstatement also returns the fee |
-| `platform_delay_days` / `default_delay_days` | 2 / 2 | settlement delay (Stripe's US minimum) |
+| `platform_country` / `platform_currency` | US / usd | the platform's country and currency |
+| `platform_settlement_currencies` | () | currencies the platform settles in besides |
+|  |  | `platform_currency`; None: every currency (see below) |
+| `cross_region_destination_needs_on_behalf_of` | True | refuse destination charges to an |
+|  |  | account outside the platform's region without `on_behalf_of`, as Stripe does |
+| `platform_delay_days` / `default_delay_days` | 2 / 2 | settlement delay (Stripe's US minimum); |
+|  |  | a connected account's `delay_days` cannot go below the larger of the two |
 | `platform_payout_interval` / `default_payout_interval` | manual / daily | payout schedules |
 | `payout_submit_delay_s` | 3600 | pending → in_transit |
 | `payout_transit_days` | 2 | arrival_date = start of creation day (UTC) + this |
@@ -27,11 +33,24 @@ defaults where Stripe publishes them and a marked choice where it does not.
 | `webhook_delivery` | "background" | "background": a thread sends due events; "manual": |
 |  |  | only `flush` and `advance` send |
 | `idempotency_key_ttl_s` | 86400 | keys are forgotten after this long in sandbox time |
+
+Two refusals follow Stripe by default and can be relaxed for experiments:
+- `platform_settlement_currencies` (default `()`: the platform settles in `platform_currency`
+  only; a list adds currencies it holds bank accounts in): a charge that would put funds on the
+  platform in a currency it does not settle in is refused, where Stripe would convert them (the
+  sandbox converts nothing yet). None lets the platform hold every currency.
+- `cross_region_destination_needs_on_behalf_of` (default True): Stripe's refusal of destination
+  charges across regions without `on_behalf_of`.
+Connected accounts always settle in their `default_currency` and their bank accounts' currencies
+only.
+
+`SandboxSettings.from_options` reads every field from a command-line string as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -72,6 +91,54 @@ def parse_fee_rules(text: str) -> dict[str, FeeRule]:
     return rules
 
 
+def _parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word not in BOOL_WORDS:
+        raise ValueError(f"not a boolean: {text!r} (true or false)")
+    return BOOL_WORDS[word]
+
+
+def _parse_amounts(text: str) -> dict[str, int]:
+    """`"usd=1500,jpy=1500"` → per-currency amounts in minor units."""
+    return {
+        currency.strip().lower(): int(amount)
+        for currency, _, amount in (item.partition("=") for item in text.split(",") if item)
+    }
+
+
+def _parse_ints(text: str) -> tuple[int, ...]:
+    return tuple(int(item) for item in text.split(",") if item.strip())
+
+
+def _parse_currencies(text: str) -> tuple[str, ...]:
+    return tuple(item.strip().lower() for item in text.split(",") if item.strip())
+
+
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# How `from_options` reads a string for each field type (as annotated on SandboxSettings).
+OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "FeeRule": FeeRule.parse,
+    "Mapping[str, FeeRule]": parse_fee_rules,
+    "Mapping[str, int]": _parse_amounts,
+    "tuple[int, ...]": _parse_ints,
+    "tuple[str, ...] | None": _parse_currencies,
+}
+NON_NEGATIVE_FIELDS = (
+    "start_time",
+    "fallback_dispute_fee",
+    "dispute_evidence_due_days",
+    "dispute_resolution_delay_s",
+    "payout_submit_delay_s",
+    "payout_transit_days",
+    "payout_paid_then_failed_delay_s",
+    "topup_availability_days",
+    "idempotency_key_ttl_s",
+)
+
+
 def _default_processing_fees() -> dict[str, FeeRule]:
     return {"usd": FeeRule(percent_bps=290, fixed_minor=30)}
 
@@ -90,6 +157,8 @@ class SandboxSettings:
     start_time: int = START_TIME
     platform_country: str = "US"
     platform_currency: str = "usd"
+    platform_settlement_currencies: tuple[str, ...] | None = ()
+    cross_region_destination_needs_on_behalf_of: bool = True
     platform_delay_days: int = 2
     platform_payout_interval: str = "manual"
     default_delay_days: int = 2
@@ -121,32 +190,46 @@ class SandboxSettings:
             raise ValueError("delay days cannot be negative")
         if any(delay <= 0 for delay in self.webhook_retry_delays_s):
             raise ValueError("webhook retry delays must be positive")
+        if self.webhook_timeout_s <= 0:
+            raise ValueError("webhook_timeout_s must be positive")
+        # Every knob can be set (tests draw them at random): refuse values that cannot work
+        # here, rather than fail later in the middle of a request.
+        for name in NON_NEGATIVE_FIELDS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} cannot be negative")
+        fee_rules = [*self.processing_fees.values(), self.fallback_processing_fee]
+        if any(rule.percent_bps < 0 or rule.fixed_minor < 0 for rule in fee_rules):
+            raise ValueError("processing fees cannot be negative")
+        if any(fee < 0 for fee in self.dispute_fees.values()):
+            raise ValueError("dispute fees cannot be negative")
+        currencies = [self.platform_currency, *(self.platform_settlement_currencies or ())]
+        if not all(re.fullmatch(r"[a-z]{3}", currency) for currency in currencies):
+            raise ValueError("currencies are three lowercase letters (ISO 4217), e.g. usd")
+        if not re.fullmatch(r"[A-Z]{2}", self.platform_country):
+            raise ValueError("platform_country is two uppercase letters (ISO 3166), e.g. US")
 
     @classmethod
     def from_options(cls, **options: Any) -> SandboxSettings:
-        """Settings from command-line style values: `processing_fees="usd=290+30,jpy=360+0"`,
-        `dispute_fees="usd=1500"`, `fallback_processing_fee="290+0"`,
-        `webhook_retry_delays_s="300,1800"`; other values pass through. Unknown names fail."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
+        """Settings from command-line style values: every field can be given as a string
+        (`processing_fees="usd=290+30,jpy=360+0"`, `dispute_fees="usd=1500"`,
+        `fallback_processing_fee="290+0"`, `webhook_retry_delays_s="300,1800"`,
+        `platform_settlement_currencies="usd,eur"`, `dispute_fee_refunded_on_win="false"`,
+        `default_delay_days="7"`); other values pass through. Unknown names fail."""
+        types = {f.name: str(f.type) for f in fields(cls)}
+        unknown = sorted(set(options) - set(types))
         if unknown:
             raise TypeError(f"unknown sandbox settings: {', '.join(unknown)}")
-        coerced = dict(options)
-        if isinstance(coerced.get("processing_fees"), str):
-            coerced["processing_fees"] = parse_fee_rules(coerced["processing_fees"])
-        if isinstance(coerced.get("fallback_processing_fee"), str):
-            coerced["fallback_processing_fee"] = FeeRule.parse(coerced["fallback_processing_fee"])
-        if isinstance(coerced.get("dispute_fees"), str):
-            coerced["dispute_fees"] = {
-                currency.strip().lower(): int(amount)
-                for currency, _, amount in (
-                    item.partition("=") for item in coerced["dispute_fees"].split(",") if item
-                )
-            }
-        if isinstance(coerced.get("webhook_retry_delays_s"), str):
-            delays = coerced["webhook_retry_delays_s"].split(",")
-            coerced["webhook_retry_delays_s"] = tuple(int(d) for d in delays if d.strip())
+        coerced = {}
+        for name, value in options.items():
+            parse = OPTION_PARSERS.get(types[name])
+            coerced[name] = parse(value) if parse is not None and isinstance(value, str) else value
         return cls(**coerced)
+
+    def minimum_delay_days(self) -> int:
+        """The lowest `delay_days` of a connected account (what `minimum` sets). Stripe: "The
+        delay_days value cannot be less than your own payout schedule or less than the default
+        payout schedule for the account" (docs.stripe.com/connect/manage-payout-schedule)."""
+        return max(self.platform_delay_days, self.default_delay_days)
 
     def processing_fee(self, amount_minor: int, currency: str) -> int:
         rule = self.processing_fees.get(currency, self.fallback_processing_fee)

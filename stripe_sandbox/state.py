@@ -135,24 +135,24 @@ class SandboxState(
 
     def _run_instant(self) -> None:
         """Runs what is due now: availability (balance.available), automatic payouts at the
-        start of a day, then scheduled tasks."""
+        start of a day, then scheduled tasks (funds they make available at once, such as a
+        failed payout's, are announced after them). The clock acts: events carry no request."""
         now = self.clock.now()
-        # Undocumented: funds available from the start (bypassPending, transfers from the
-        # available balance) send no `balance.available`; funds reaching `available_on` do.
-        released = self.pop_newly_available()
-        # `balance.available` "is not fired for negative transactions" (reference §2.2).
-        accounts = sorted({bt["_owner"] for bt in released if bt["net"] > 0})
-        for account in accounts:
-            saved, self._request = self._request, None
-            self.emit("balance.available", self.balance_object(account), account)
+        saved, self._request = self._request, None
+        try:
+            released = self.pop_newly_available()
+            # `balance.available` "is not fired for negative transactions" (reference §2.2).
+            self.announce_available(bt["_owner"] for bt in released if bt["net"] > 0)
+            last_day = day_start(self._last_tick)
+            day = last_day + DAY_S
+            if day <= now and self.has_automatic_schedules():
+                # One day at a time: `_next_instant` stops at each day start when schedules exist.
+                for boundary in range(day, now + 1, DAY_S):
+                    self.run_automatic_payouts(boundary)
+            self.run_due_tasks()
+            self.announce_available()
+        finally:
             self._request = saved
-        last_day = day_start(self._last_tick)
-        day = last_day + DAY_S
-        if day <= now and self.has_automatic_schedules():
-            # One day at a time: `_next_instant` stops at each day start when schedules exist.
-            for boundary in range(day, now + 1, DAY_S):
-                self.run_automatic_payouts(boundary)
-        self.run_due_tasks()
         self._last_tick = now
 
     # --- webhooks --------------------------------------------------------------------------------

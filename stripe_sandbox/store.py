@@ -114,6 +114,7 @@ class SandboxCore:
         self._seq = itertools.count()
         self._tasks: list[tuple[int, int, str, tuple[Any, ...]]] = []
         self._pending_bts: list[tuple[int, int, str]] = []
+        self._available_now: set[str] = set()  # accounts given available funds, not yet told
         self._request: RequestInfo | None = None
         self._last_tick = self.clock.now()
         self.idempotency: dict[tuple[str, str], dict[str, Any]] = {}
@@ -214,6 +215,13 @@ class SandboxCore:
         self.put(bt, account)
         if available_on > now:
             heapq.heappush(self._pending_bts, (available_on, bt["_seq"], bt["id"]))
+        elif bt["net"] > 0:
+            # Funds available at once (a transfer from the available balance, bypassPending,
+            # a payout failure, …) send `balance.available` too: Stripe's changelog 2015-07-28,
+            # "Transfers that are immediately processed now trigger the balance.available
+            # event". Negative transactions do not ("This event is not fired for negative
+            # transactions"). Sent by `announce_available` once the request or clock step ends.
+            self._available_now.add(account)
         return bt
 
     def settle_at(self, account_id: str, created: int, *, bypass_pending: bool = False) -> int:
@@ -296,12 +304,23 @@ class SandboxCore:
 
     @contextmanager
     def serving(self, request: RequestInfo) -> Iterator[None]:
-        """Events made while serving `request` carry its id and idempotency key."""
+        """Events made while serving `request` carry its id and idempotency key; funds it made
+        available are announced (`balance.available`) after its other events."""
         self._request = request
         try:
             yield
         finally:
+            self.announce_available()
             self._request = None
+
+    def announce_available(self, released: Iterable[str] = ()) -> None:
+        """Sends `balance.available` once for each account that got available funds since the
+        last call (booked available, or `released` from pending), with the balance as it is."""
+        accounts, self._available_now = self._available_now | set(released), set()
+        # Undocumented: an event for funds a request made available carries that request
+        # (`request.id`); funds released by the clock carry none.
+        for account in sorted(accounts):
+            self.emit("balance.available", self.balance_object(account), account)
 
     def emit(self, type_: str, obj: Obj, owner: str, previous_attributes: Obj | None = None) -> Obj:
         """Records an event about `obj` (rendered now: `data.object` never changes later)."""

@@ -8,13 +8,14 @@ import threading
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import stripe
 
-from stripe_sandbox import FeeRule, Sandbox
+from stripe_sandbox import FeeRule, Sandbox, SandboxSettings
 
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -874,7 +875,12 @@ def test_ids_are_deterministic_for_a_seed_and_carry_stripes_prefixes() -> None:
 
 def test_processing_fees_are_set_per_currency() -> None:
     fees = {"usd": FeeRule(290, 30), "jpy": FeeRule(360, 0)}
-    with Sandbox(processing_fees=fees, dispute_fees={"jpy": 1500}, webhook_delivery="manual") as s:
+    with Sandbox(
+        processing_fees=fees,
+        dispute_fees={"jpy": 1500},
+        platform_settlement_currencies=("jpy",),  # else Stripe would convert the yen to usd
+        webhook_delivery="manual",
+    ) as s:
         c = s.client()
         yen = c.v1.payment_intents.create(
             {"amount": 10_000, "currency": "jpy", "payment_method": "pm_card_visa", "confirm": True}
@@ -925,17 +931,22 @@ def test_on_behalf_of_settles_on_the_connected_accounts_delay_days(
         pay(client, 1000, on_behalf_of=seller, transfer_data={"destination": connected(client)})
 
 
-def test_balance_transactions_filter_by_type_source_and_currency(client: Any) -> None:
-    seller = connected(client)
-    intent = pay(client, 1000, application_fee_amount=100, transfer_data={"destination": seller})
-    pay(client, 10_000, currency="eur")
-    charge = client.v1.charges.retrieve(intent.latest_charge)
+def test_balance_transactions_filter_by_type_source_and_currency() -> None:
+    # A platform that settles in eur as well, so the eur charge needs no conversion.
+    with Sandbox(seed=7, webhook_delivery="manual", platform_settlement_currencies=("eur",)) as s:
+        client = s.client()
+        seller = connected(client)
+        intent = pay(
+            client, 1000, application_fee_amount=100, transfer_data={"destination": seller}
+        )
+        pay(client, 10_000, currency="eur")
+        charge = client.v1.charges.retrieve(intent.latest_charge)
 
-    by_source = balance_transactions(client, source=charge.id)
-    assert [(bt.type, bt.id) for bt in by_source] == [("charge", charge.balance_transaction)]
-    assert [bt.amount for bt in balance_transactions(client, type="transfer")] == [-1000]
-    assert [bt.amount for bt in balance_transactions(client, currency="eur")] == [10_000]
-    assert balance(client)[("eur", "pending")] == 10_000 - 290
+        by_source = balance_transactions(client, source=charge.id)
+        assert [(bt.type, bt.id) for bt in by_source] == [("charge", charge.balance_transaction)]
+        assert [bt.amount for bt in balance_transactions(client, type="transfer")] == [-1000]
+        assert [bt.amount for bt in balance_transactions(client, currency="eur")] == [10_000]
+        assert balance(client)[("eur", "pending")] == 10_000 - 290
 
 
 def test_updating_an_account_sends_account_updated_with_previous_attributes(
@@ -980,3 +991,294 @@ def test_control_routes_force_payout_failures_and_dispute_outcomes(
     resolved = control(sb, f"/_sandbox/disputes/{dispute.id}/resolve", {"outcome": "won"})
     assert resolved["status"] == "won"
     assert control(sb, "/_sandbox/info")["platform_account"] == sb.platform_account_id
+
+
+# --- Stripe's refusals and policies ---------------------------------------------------------------
+
+
+def refusal(caught: pytest.ExceptionInfo[stripe.InvalidRequestError]) -> tuple[Any, ...]:
+    """(HTTP status, error type, code, param) of a refused request, as the SDK parsed them."""
+    error = caught.value
+    return (error.http_status, error.error.type, error.code, error.param)
+
+
+def account_in(client: Any, country: str, currency: str, **params: Any) -> str:
+    account = client.v1.accounts.create(
+        {
+            "type": "express",
+            "country": country,
+            "default_currency": currency,
+            "external_account": {**bank(currency=currency), "country": country},
+            "settings": {"payouts": {"schedule": {"interval": "manual"}}},
+            **params,
+        }
+    )
+    return str(account.id)
+
+
+def client_intents(client: Any) -> list[str]:
+    return [intent.id for intent in client.v1.payment_intents.list({"limit": 100}).data]
+
+
+def told_available(client: Any, account: str | None = None) -> list[Any]:
+    """The account's `balance.available` events, oldest first."""
+    options = on(account) if account else None
+    listed = client.v1.events.list({"type": "balance.available", "limit": 100}, options=options)
+    return list(reversed(listed.data))
+
+
+def test_a_destination_charge_across_regions_needs_on_behalf_of() -> None:
+    # A US platform that settles in jpy as well: the charge needs no currency conversion.
+    with Sandbox(
+        seed=3,
+        webhook_delivery="manual",
+        platform_settlement_currencies=("jpy",),
+        cross_region_destination_needs_on_behalf_of=True,
+    ) as s:
+        c = s.client()
+        seller = account_in(c, "JP", "jpy")
+        yen = {"amount": 5000, "currency": "jpy", "transfer_data": {"destination": seller}}
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            pay(c, **yen)
+        assert client_intents(c) == []
+        accepted = pay(c, **yen, on_behalf_of=seller)
+    assert refusal(refused) == (400, "invalid_request_error", None, "transfer_data[destination]")
+    assert refused.value.user_message.startswith(
+        "Cannot create a destination charge for connected accounts in JP because funds would be "
+        "settled on the platform and the connected account is outside the platform's region. "
+        "You may use the `on_behalf_of` parameter"
+    )
+    assert (accepted.status, accepted.on_behalf_of) == ("succeeded", seller)
+
+
+def test_the_european_economic_area_is_one_region_for_destination_charges() -> None:
+    with Sandbox(
+        seed=3,
+        webhook_delivery="manual",
+        platform_country="DE",
+        platform_currency="eur",
+        cross_region_destination_needs_on_behalf_of=True,
+    ) as s:
+        c = s.client()
+        french = account_in(c, "FR", "eur")
+        british = account_in(c, "GB", "gbp")
+        intent = pay(c, 1000, currency="eur", transfer_data={"destination": french})
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            pay(c, 1000, currency="gbp", transfer_data={"destination": british})
+    assert intent.status == "succeeded"
+    assert refusal(refused)[3] == "transfer_data[destination]"
+
+
+def test_a_charge_in_a_currency_the_platform_does_not_settle_in_is_refused() -> None:
+    with Sandbox(seed=3, webhook_delivery="manual", platform_settlement_currencies=()) as s:
+        c = s.client()
+        seller = connected(c)
+        with pytest.raises(stripe.InvalidRequestError) as separate:
+            pay(c, 5000, currency="jpy")
+        with pytest.raises(stripe.InvalidRequestError) as destination:
+            pay(c, 5000, currency="jpy", transfer_data={"destination": seller})
+        assert client_intents(c) == []
+        assert pay(c, 5000).status == "succeeded"  # usd, the platform's currency
+    expected = (400, "invalid_request_error", "currency_conversion_unsupported", "currency")
+    assert refusal(separate) == refusal(destination) == expected
+    assert "does not settle in jpy (it settles in usd)" in separate.value.user_message
+
+
+def test_a_platform_that_settles_in_jpy_accepts_jpy_and_refuses_usd() -> None:
+    with Sandbox(
+        seed=3,
+        webhook_delivery="manual",
+        platform_country="JP",
+        platform_currency="jpy",
+        platform_settlement_currencies=(),
+    ) as s:
+        c = s.client()
+        intent = pay(c, 5000, currency="jpy")
+        charge = c.v1.charges.retrieve(intent.latest_charge, {"expand": ["balance_transaction"]})
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            pay(c, 5000)
+        platform = c.v1.accounts.retrieve_current()
+    assert (platform.country, platform.default_currency) == ("JP", "jpy")
+    assert charge.balance_transaction.currency == "jpy"
+    assert refusal(refused)[2:] == ("currency_conversion_unsupported", "currency")
+
+
+def test_a_direct_charge_must_be_in_a_currency_the_connected_account_settles_in(
+    client: Any,
+) -> None:
+    # A US account that pays its own Stripe fees: the charge puts funds on it alone.
+    seller = client.v1.accounts.create(
+        {
+            "country": "US",
+            "controller": {"fees": {"payer": "account"}, "losses": {"payments": "stripe"}},
+            "external_account": bank(),
+        }
+    ).id
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        pay(client, 5000, currency="jpy", options=on(seller))
+    assert refusal(refused)[2:] == ("currency_conversion_unsupported", "currency")
+    assert f"the account {seller} does not settle in jpy" in refused.value.user_message
+
+    # A bank account in a currency makes it a settlement currency (Stripe's multi-currency
+    # settlement), so the same charge goes through.
+    client.v1.accounts.external_accounts.create(seller, {"external_account": bank(currency="jpy")})
+    intent = pay(client, 5000, currency="jpy", options=on(seller))
+    assert intent.status == "succeeded"
+    assert balance(client, seller)[("jpy", "pending")] == 5000 - 145
+
+
+def test_funds_available_at_once_send_balance_available_and_debits_do_not(
+    client: Any,
+) -> None:
+    seller, other = connected(client), connected(client)
+    intent = pay(client, 5000, "pm_card_bypassPending")  # available at once: 5000 - 175 fee
+    client.v1.transfers.create({"amount": 1000, "currency": "usd", "destination": seller})
+    client.v1.transfers.create(
+        {
+            "amount": 2000,
+            "currency": "usd",
+            "destination": other,
+            "source_transaction": intent.latest_charge,  # already available
+        }
+    )
+    client.v1.payouts.create({"amount": 400, "currency": "usd"}, options=on(seller))
+    pay(client, 3000, transfer_data={"destination": other})  # pending: nothing to tell yet
+
+    platform = told_available(client)
+    assert [e.data.object.available[0].amount for e in platform] == [4825]
+    assert platform[0].request.id == intent.last_response.request_id
+    assert [e.data.object.available[0].amount for e in told_available(client, seller)] == [1000]
+    assert [e.data.object.available[0].amount for e in told_available(client, other)] == [2000]
+
+
+def test_funds_a_failed_payout_returns_send_balance_available_from_the_clock(
+    sb: Sandbox, client: Any
+) -> None:
+    seller = funded_seller(client, "000111111113")  # bypassPending: 5000 available at once
+    client.v1.payouts.create({"amount": 3000, "currency": "usd"}, options=on(seller))
+    sb.advance(3 * DAY_S)
+
+    events = told_available(client, seller)
+    assert [e.data.object.available[0].amount for e in events] == [5000, 5000]
+    assert events[0].request.id is not None and events[1].request.id is None
+
+
+def test_delay_days_below_the_minimum_are_refused_on_create_and_update(client: Any) -> None:
+    params = {"type": "express", "country": "US", "metadata": {"tier": "new"}}
+    with pytest.raises(stripe.InvalidRequestError) as on_create:
+        client.v1.accounts.create(
+            {**params, "settings": {"payouts": {"schedule": {"delay_days": 1}}}}
+        )
+    assert client.v1.accounts.list().data == []
+    lowest = client.v1.accounts.create(
+        {**params, "settings": {"payouts": {"schedule": {"delay_days": "minimum"}}}}
+    )
+    assert lowest.settings.payouts.schedule.delay_days == 2
+
+    with pytest.raises(stripe.InvalidRequestError) as on_update:
+        client.v1.accounts.update(
+            lowest.id,
+            {
+                "metadata": {"tier": "gold"},
+                "settings": {"payouts": {"schedule": {"delay_days": 0}}},
+            },
+        )
+    unchanged = client.v1.accounts.retrieve(lowest.id)
+    assert (unchanged.metadata.to_dict(), unchanged.settings.payouts.schedule.delay_days) == (
+        {"tier": "new"},
+        2,
+    )
+    slower = client.v1.accounts.update(
+        lowest.id, {"settings": {"payouts": {"schedule": {"delay_days": 5}}}}
+    )
+    assert slower.settings.payouts.schedule.delay_days == 5
+    param = "settings[payouts][schedule][delay_days]"
+    expected = (400, "invalid_request_error", "parameter_invalid_integer", param)
+    assert refusal(on_create) == refusal(on_update) == expected
+
+
+def test_the_delay_days_minimum_follows_the_platforms_own_schedule() -> None:
+    with Sandbox(seed=3, webhook_delivery="manual", platform_delay_days=4) as s:
+        c = s.client()
+        default = c.v1.accounts.create({"type": "express"})
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            c.v1.accounts.update(
+                default.id, {"settings": {"payouts": {"schedule": {"delay_days": 3}}}}
+            )
+        lowest = c.v1.accounts.update(
+            default.id, {"settings": {"payouts": {"schedule": {"delay_days": "minimum"}}}}
+        )
+    assert default.settings.payouts.schedule.delay_days == 4
+    assert lowest.settings.payouts.schedule.delay_days == 4
+    assert refusal(refused)[3] == "settings[payouts][schedule][delay_days]"
+
+
+def test_a_won_dispute_keeps_its_fee_when_the_policy_says_so() -> None:
+    with Sandbox(seed=3, webhook_delivery="manual", dispute_fee_refunded_on_win=False) as s:
+        c = s.client()
+        _, dispute = disputed(c)
+        c.v1.disputes.update(dispute.id, {"evidence": {"uncategorized_text": "winning_evidence"}})
+        s.advance(HOUR_S)
+        won = c.v1.disputes.retrieve(dispute.id)
+        total = sum(nets(c).values())
+    reinstatement = won.balance_transactions[1]
+    assert (won.status, reinstatement.amount, reinstatement.fee) == ("won", 1000, 0)
+    assert total == 1000 - 59 - 1500
+
+
+# Every SandboxSettings field as a command line gives it, and what it must become.
+OPTION_STRINGS: dict[str, tuple[str, Any]] = {
+    "seed": ("9", 9),
+    "secret_key": ("sk_test_cli", "sk_test_cli"),
+    "api_version": ("2026-10-28.endive", "2026-10-28.endive"),
+    "start_time": ("1793577600", 1_793_577_600),
+    "platform_country": ("JP", "JP"),
+    "platform_currency": ("jpy", "jpy"),
+    "platform_settlement_currencies": ("usd, EUR", ("usd", "eur")),
+    "cross_region_destination_needs_on_behalf_of": ("true", True),
+    "platform_delay_days": ("3", 3),
+    "platform_payout_interval": ("daily", "daily"),
+    "default_delay_days": ("4", 4),
+    "default_payout_interval": ("weekly", "weekly"),
+    "processing_fees": ("jpy=360+0", {"jpy": FeeRule(360, 0)}),
+    "fallback_processing_fee": ("250+10", FeeRule(250, 10)),
+    "dispute_fees": ("jpy=1500", {"jpy": 1500}),
+    "fallback_dispute_fee": ("2000", 2000),
+    "dispute_fee_refunded_on_win": ("false", False),
+    "dispute_evidence_due_days": ("9", 9),
+    "dispute_resolution_delay_s": ("60", 60),
+    "payout_submit_delay_s": ("120", 120),
+    "payout_transit_days": ("1", 1),
+    "payout_paid_then_failed_delay_s": ("600", 600),
+    "topup_availability_days": ("3", 3),
+    "webhook_retry_delays_s": ("10,20", (10, 20)),
+    "webhook_timeout_s": ("2.5", 2.5),
+    "webhook_delivery": ("manual", "manual"),
+    "idempotency_key_ttl_s": ("3600", 3600),
+}
+
+
+def test_every_setting_can_be_given_as_a_command_line_string() -> None:
+    assert set(OPTION_STRINGS) == {f.name for f in fields(SandboxSettings)}
+    settings = SandboxSettings.from_options(**{k: text for k, (text, _) in OPTION_STRINGS.items()})
+    assert {name: getattr(settings, name) for name in OPTION_STRINGS} == {
+        name: value for name, (_, value) in OPTION_STRINGS.items()
+    }
+    with pytest.raises(ValueError):
+        SandboxSettings.from_options(dispute_fee_refunded_on_win="maybe")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"payout_transit_days": -1},
+        {"fallback_dispute_fee": -1},
+        {"processing_fees": {"usd": FeeRule(-1, 0)}},
+        {"platform_settlement_currencies": ("USD",)},
+        {"platform_country": "us"},
+        {"webhook_timeout_s": 0},
+    ],
+)
+def test_settings_refuse_values_the_sandbox_cannot_work_with(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        SandboxSettings(**bad)
