@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import ledger.engine
 import ledger.balances
+import ledger.engine
 from ledger.application import Ledger
 from ledger.errors import PendingLotsExceededError
 
