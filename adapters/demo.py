@@ -174,6 +174,9 @@ class Demo:
 
     def play(self, sandbox: Any) -> DemoRun:
         self.sandbox = sandbox
+        # One time axis: everything the ledger records during the demo (the workers' payouts
+        # included, which take no instant of their own) is stamped with Stripe's clock.
+        self.ledger.clock = self._now
         self.client = sandbox.client()
         self.gateway = StripeClientGateway(
             sandbox.secret_key, api_base=sandbox.base_url, max_network_retries=2
