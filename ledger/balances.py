@@ -71,6 +71,20 @@ class Balance(Aggregate):
                 balance.released_through = self.until
             balance._check()
 
+    class Settled(Aggregate.Event):
+        """Stripe reports funds due by ``until`` available, but the lots due by then had netted
+        to zero (a charge fully transferred on, say): nothing moves, yet everything pending up
+        to ``until`` is available now, and read models must say so."""
+
+        account_id: str
+        currency: str
+        until: datetime
+        effective_at: datetime
+
+        def apply(self, balance: Balance) -> None:
+            if balance.released_through is None or self.until > balance.released_through:
+                balance.released_through = self.until
+
     class ToppedUp(JournalEvent):
         topup_id: str
         amount_minor: int
@@ -145,14 +159,23 @@ class Balance(Aggregate):
             timestamp=when.recorded_at,
         )
 
-    def release(self, until: datetime, when: When) -> Entry | None:
-        """Moves every lot due by ``until`` to available. Nothing due records nothing."""
+    def release(self, until: datetime, when: When, *, reported: bool = False) -> Entry | None:
+        """Moves every lot due by ``until`` to available. Nothing due records nothing, unless
+        Stripe ``reported`` the funds available past what was released: then ``Settled``."""
         due = [lot for lot in self.lots if _instant(lot[0]) <= until]
-        if not due:
-            return None
         amount = sum(_amount(lot) for lot in due)
         if amount == 0:
-            return None  # due lots that cancel out move nothing; they go with a later release
+            # Due lots that cancel out move nothing (they go with a later release).
+            if reported and (self.released_through is None or until > self.released_through):
+                self.trigger_event(
+                    self.Settled,
+                    account_id=self.account_id,
+                    currency=self.currency,
+                    until=until,
+                    effective_at=when.effective_at,
+                    timestamp=when.recorded_at,
+                )
+            return None
         entry = move(
             object_id("txn", "release", str(self.id), str(self.version), until.isoformat()),
             "release",

@@ -9,6 +9,7 @@ the aggregates, so a rebuild from the log reproduces them exactly.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, ClassVar
 
 from eventsourcing.dispatch import singledispatchmethod
@@ -176,7 +177,12 @@ class BalanceTransactionsProjection(LedgerProjection):
     @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Balance.Released):
-            self._released(domain_event)
+            owner = next(p.owner for p in domain_event.entry_postings())
+            currency = next(p.currency for p in domain_event.entry_postings())
+            self._released(owner, currency, domain_event.until)
+            return
+        if isinstance(domain_event, Balance.Settled):
+            self._released(domain_event.account_id, domain_event.currency, domain_event.until)
             return
         types = BT_TYPES.get(type(domain_event))
         if types is None or not isinstance(domain_event, JournalEvent):
@@ -235,14 +241,13 @@ class BalanceTransactionsProjection(LedgerProjection):
                 ),
             )
 
-    def _released(self, event: Balance.Released) -> None:
-        owner = next(p.owner for p in event.entry_postings())
-        currency = next(p.currency for p in event.entry_postings())
+    def _released(self, owner: str, currency: str, until: datetime) -> None:
+        """What was pending up to ``until`` is available now."""
         self.tx.execute(
             "UPDATE rm_balance_transactions SET status = 'available'"
             " WHERE account_id = %s AND currency = %s AND status = 'pending'"
             " AND available_on <= %s",
-            (owner, currency, micros(event.until)),
+            (owner, currency, micros(until)),
         )
 
 

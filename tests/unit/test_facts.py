@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ledger import commands as c
 from ledger import facts
 from ledger.application import Ledger
+from ledger.balances import Balance
 from ledger.errors import (
     AccountNotFoundError,
     ChargeDisputedError,
@@ -302,4 +303,26 @@ def test_unsourced_transfers_stripe_reports_are_never_refused_and_the_books_foll
         assert ("flagged" in ids) == (available < 0)
     assert b.books(PLATFORM) == (0, funded - sum(amounts))
     assert b.books("acct_a") == (0, sum(amounts))
+    check_ledger(b.app)
+
+
+def test_funds_stripe_reports_available_are_settled_even_when_their_lots_netted_to_zero() -> None:
+    """A destination charge whose platform share nets to zero leaves no lot to release; Stripe's
+    report still settles it, so read models stop showing its movements as pending."""
+    b = Books()
+    b.fact(
+        facts.ChargeSucceeded, payment_id="ch_z", charge_type="destination", currency="usd",
+        amount_minor=54, stripe_fee_minor=1, application_fee_minor=1, account_id="acct_a",
+        available_on=T0,
+    )  # fmt: skip
+    assert b.books(PLATFORM) == (0, 0)
+    b.fact(facts.FundsAvailable, account_id=PLATFORM, currency="usd", until=T0)
+    balance = b.app.get_balance(PLATFORM, "usd")
+    assert balance is not None and balance.released_through == T0
+    settled = [e for _, e in b.app.iter_events() if isinstance(e, Balance.Settled)]
+    assert [(e.account_id, e.currency, e.until) for e in settled] == [(PLATFORM, "usd", T0)]
+    # Reported again (a duplicate, or an older instant): nothing more is recorded.
+    before = event_count(b.app)
+    b.fact(facts.FundsAvailable, account_id=PLATFORM, currency="usd", until=T0)
+    assert event_count(b.app) == before + 1  # the fact's own idempotency record only
     check_ledger(b.app)
