@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from adapters.keys import KEYS_DDL
-from adapters.persistence import ensure_postgres_schema, ledger_env, postgres_absence_probe
+from adapters.persistence import (
+    ensure_postgres_schema,
+    guard_postgres,
+    ledger_env,
+    postgres_absence_probe,
+)
 from adapters.settings import Settings
 from adapters.stripe.gateway import StripeClientGateway
 from adapters.stripe.inbox import INBOX_DDL
@@ -14,6 +21,11 @@ from ledger.application import Clock, Ledger
 from projections.projections import ALL_DDL
 from projections.runner import Projector
 from projections.store import ReadModel, open_read_model
+
+log = logging.getLogger("sluice")
+
+FOLLOW_STEP_BATCHES = 20  # one step of a following projector: at most 20 batches per model
+FOLLOW_RETRY_S = 1.0  # pause after a failed step (the store restarting or stalled)
 
 
 def system_clock() -> datetime:
@@ -25,16 +37,19 @@ def bootstrap(
     *,
     clock: Clock | None = None,
     create_tables: bool = False,
+    role: str = "admin",
 ) -> Ledger:
-    """The Ledger on the configured store. Only ``sluice db init`` passes ``create_tables``."""
+    """The Ledger on the configured store. Only ``sluice db init`` passes ``create_tables``.
+    ``role`` picks the connections' timeouts (api, worker, projector, admin: see Settings)."""
     settings = settings or Settings()
     if create_tables and settings.database_url.startswith(("postgres://", "postgresql://")):
         ensure_postgres_schema(settings.database_url)
     ledger = Ledger(
-        env=ledger_env(settings, create_tables=create_tables),
+        env=ledger_env(settings, create_tables=create_tables, role=role),
         clock=clock or system_clock,
         platform_account_id=settings.platform_account_id,
     )
+    guard_postgres(getattr(ledger.recorder, "datastore", None), settings, role)
     if hasattr(ledger.recorder, "events_table_name") and hasattr(
         getattr(ledger.recorder, "datastore", None), "schema"
     ):
@@ -42,18 +57,27 @@ def bootstrap(
     return ledger
 
 
-def read_model(settings: Settings | None = None, *, create_tables: bool = False) -> ReadModel:
+def read_model(
+    settings: Settings | None = None, *, create_tables: bool = False, role: str = "admin"
+) -> ReadModel:
     """The projections' store, beside the events (same schema or SQLite file)."""
     settings = settings or Settings()
-    return open_read_model(
-        ledger_env(settings, create_tables=create_tables), (*ALL_DDL, *KEYS_DDL, *INBOX_DDL)
+    view = open_read_model(
+        ledger_env(settings, create_tables=create_tables, role=role),
+        (*ALL_DDL, *KEYS_DDL, *INBOX_DDL),
     )
+    guard_postgres(getattr(view, "datastore", None), settings, role)
+    return view
 
 
 def projector(
-    ledger: Ledger, settings: Settings | None = None, names: list[str] | None = None
+    ledger: Ledger,
+    settings: Settings | None = None,
+    names: list[str] | None = None,
+    *,
+    role: str = "projector",
 ) -> Projector:
-    return Projector(ledger, read_model(settings), names)
+    return Projector(ledger, read_model(settings, role=role), names)
 
 
 def stripe_gateway(settings: Settings | None = None) -> StripeClientGateway:
@@ -94,3 +118,23 @@ def message_broker(url: str | None = None) -> Any:
 
         return StubBroker()
     raise ValueError(f"unsupported broker URL {url!r}: use amqp://, redis:// or stub://")
+
+
+def follow_log(projector: Projector, stop: threading.Event, step_s: float) -> None:
+    """Runs ``projector`` until ``stop``, in steps of a few batches per read model, each under a
+    deadline of ``step_s``; a failed step (the store restarting, stalled or away) is retried
+    after a pause. Each batch commits with its position, so a failed step loses nothing."""
+    from adapters import deadlines
+    from projections.runner import POLL_INTERVAL_S
+
+    while not stop.is_set():
+        try:
+            applied = 0
+            for name in projector.projections:
+                with deadlines.within(step_s):
+                    applied += projector.catch_up(name, max_batches=FOLLOW_STEP_BATCHES)
+            if not applied:
+                stop.wait(POLL_INTERVAL_S)
+        except Exception as error:  # any store failure: the loop is the retry
+            log.warning("projector step failed (%s); retrying in %.0f s", error, FOLLOW_RETRY_S)
+            stop.wait(FOLLOW_RETRY_S)

@@ -242,9 +242,12 @@ def project_run(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Follow the event log and keep the read models current (one process per store)."""
+    from adapters.bootstrap import bootstrap, follow_log, read_model
     from projections.runner import Projector
 
-    settings, ledger, view = _open(database_url)
+    settings = _settings(database_url)
+    ledger = bootstrap(settings, role="projector")
+    view = read_model(settings, role="projector")
     runner = Projector(ledger, view, names)
     if once:
         for name, applied in runner.run_once().items():
@@ -255,8 +258,8 @@ def project_run(
     console.print(
         f"projecting {', '.join(runner.projections)} from {describe(settings.database_url)}"
     )
-    try:
-        runner.run_forever(stop)
+    try:  # a failed step (the store restarting or stalled) is retried: the process stays up
+        follow_log(runner, stop, settings.worker_step_timeout_s)
     except KeyboardInterrupt:
         stop.set()
 

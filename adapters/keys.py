@@ -7,11 +7,16 @@ queries), ``account:<acct_id>`` (that account's own data only).
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 
+from adapters import deadlines
 from projections.store import ReadModel
+
+log = logging.getLogger("sluice.keys")
 
 KEY_PREFIX = "sk_sluice_"
 ROLES = ("admin", "finance", "auditor")
@@ -63,8 +68,12 @@ def create_key(view: ReadModel, role: str) -> tuple[str, str]:
     return key_id, key
 
 
+def well_formed(key: str) -> bool:
+    return key.startswith(KEY_PREFIX) and len(key) <= 200 and key.isascii()
+
+
 def authenticate(view: ReadModel, key: str) -> Principal | None:
-    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+    if not well_formed(key):
         return None
     with view.read() as tx:
         tx.execute(
@@ -84,3 +93,115 @@ def revoke_key(view: ReadModel, key_id: str) -> bool:
         tx.execute("SELECT revoked FROM rm_api_keys WHERE id = %s", (key_id,))
         row = tx.one()
     return bool(row and row["revoked"])
+
+
+class KeyCache:
+    """The keys table in memory, so that checking a key never waits on the store: a bad key is
+    refused even while the database is unreachable or frozen.
+
+    A background thread reloads the table every ``refresh_s`` (a revoked key stops working
+    within that) and at once when a key is not found (a key created a moment ago works at
+    once): ``lookup`` waits for a reload that started after it asked, at most ``miss_wait_s``,
+    then answers from what it has. Reloads run one at a time, at most one per
+    ``MISS_RELOAD_MIN_S`` for misses, so a flood of bad keys costs one small query per interval.
+    If reloads fail (the store is down), the last copy stays in use.
+    """
+
+    MISS_RELOAD_MIN_S = 0.05  # reloads triggered by unknown keys: at most 20 per second
+    LOAD_TIMEOUT_S = 2.0  # deadline of one reload (the keys table is small)
+
+    def __init__(self, view: ReadModel, refresh_s: float = 1.0, miss_wait_s: float = 0.5) -> None:
+        self.view = view
+        self.refresh_s = refresh_s
+        self.miss_wait_s = miss_wait_s
+        self._keys: dict[str, Principal] = {}
+        self._cond = threading.Condition()
+        self._wanted = False
+        self._started_seq = 0  # reloads started
+        self._done_seq = 0  # reloads finished (successfully or not)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.loaded_at: float | None = None  # monotonic time of the last successful load
+        self.failures = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sluice-keys", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(self.LOAD_TIMEOUT_S + 1)
+
+    def load(self) -> bool:
+        """Reloads the table (bounded by ``LOAD_TIMEOUT_S``); False if the store did not answer."""
+        try:
+            with deadlines.within(self.LOAD_TIMEOUT_S), self.view.read() as tx:
+                tx.execute("SELECT key_hash, id, role FROM rm_api_keys WHERE revoked IS NULL")
+                rows = tx.all()
+        except Exception as error:  # any store failure: keep the last copy, try again later
+            self.failures += 1
+            log.warning("API keys not reloaded: %s", error)
+            return False
+        self._keys = {r["key_hash"]: Principal(r["id"], r["role"]) for r in rows}
+        self.loaded_at = time.monotonic()
+        return True
+
+    def _run(self) -> None:
+        last_miss_reload = 0.0
+        # Runs for the app's life (until stop()); each turn waits at most refresh_s and each
+        # reload is bounded by LOAD_TIMEOUT_S.
+        while not self._stop.is_set():
+            with self._cond:
+                if not self._wanted:
+                    self._cond.wait(self.refresh_s)
+                if self._stop.is_set():
+                    return
+                triggered = self._wanted
+                self._wanted = False
+                self._started_seq += 1
+                seq = self._started_seq
+            if triggered:
+                pause = self.MISS_RELOAD_MIN_S - (time.monotonic() - last_miss_reload)
+                if pause > 0:
+                    self._stop.wait(pause)
+                last_miss_reload = time.monotonic()
+            self.load()
+            with self._cond:
+                self._done_seq = seq
+                self._cond.notify_all()
+
+    def cached(self, key: str) -> Principal | None:
+        return self._keys.get(_hash(key)) if well_formed(key) else None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request_reload(self) -> int:
+        """Asks for a reload; returns the number a reload starting from now will have."""
+        with self._cond:
+            self._wanted = True
+            self._cond.notify_all()
+            return self._started_seq + 1  # one in progress started before this request
+
+    def reloaded(self, seq: int) -> bool:
+        return self._done_seq >= seq
+
+    async def lookup(self, key: str) -> Principal | None:
+        """The key's principal, or None, without blocking the event loop: a miss waits (at most
+        ``miss_wait_s``, polling) for a reload that started after it asked."""
+        import asyncio
+
+        if not well_formed(key):
+            return None
+        found = self.cached(key)
+        if found is not None or not self.running:
+            return found
+        seq = self.request_reload()
+        end = time.monotonic() + self.miss_wait_s
+        while not self.reloaded(seq) and time.monotonic() < end and not self._stop.is_set():
+            await asyncio.sleep(0.01)  # bounded by miss_wait_s above
+        return self.cached(key)

@@ -1,14 +1,19 @@
-"""Maps a database URL onto the eventsourcing environment of the Ledger application."""
+"""Maps a database URL onto the eventsourcing environment of the Ledger application, and gives
+PostgreSQL connections their timeouts per role (see ``guard_postgres``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
-from adapters.settings import Settings
+from adapters import deadlines
+from adapters.settings import Settings, role_timeouts
 
 
 class DatabaseUrlError(ValueError):
@@ -23,7 +28,7 @@ def describe(url: str) -> str:
     return url
 
 
-def ledger_env(settings: Settings, *, create_tables: bool) -> dict[str, str]:
+def ledger_env(settings: Settings, *, create_tables: bool, role: str = "admin") -> dict[str, str]:
     url = settings.database_url
     parsed = urlparse(url)
     env: dict[str, str] = {
@@ -61,8 +66,14 @@ def ledger_env(settings: Settings, *, create_tables: bool) -> dict[str, str]:
             "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
             "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
             "POSTGRES_MAX_OVERFLOW": str(settings.postgres_max_overflow),
+            # eventsourcing uses this as the pool's wait timeout; guard_postgres sets the real
+            # wait (per role) and libpq's connect_timeout separately.
             "POSTGRES_CONNECT_TIMEOUT": str(settings.postgres_connect_timeout_s),
             "POSTGRES_LOCK_TIMEOUT": str(settings.postgres_lock_timeout_s),
+            # Whole seconds (eventsourcing SETs it after connecting); 0 turns it off.
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(
+                math.ceil(role_timeouts(settings, role).idle_in_transaction_s)
+            ),
             # Broken in eventsourcing 9.5.6 (drops the table lock, misroutes events): keep off.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
@@ -105,3 +116,159 @@ def postgres_absence_probe(recorder: Any) -> Callable[[Sequence[UUID]], set[UUID
         return set(ids) - present
 
     return probe
+
+
+# Connection roles and deadlines -----------------------------------------------------------------
+
+
+def guard_postgres(datastore: Any, settings: Settings, role: str) -> Any:
+    """Gives an eventsourcing ``PostgresDatastore`` the timeouts of ``role`` (api, worker,
+    projector, admin; see ``Settings``) and makes its connections honour deadlines.
+
+    - server side, per connection: ``statement_timeout`` and ``idle_in_transaction_session_timeout``
+      (a slow query or a forgotten transaction ends there, cleanly, when the server is alive);
+    - client side: libpq's ``connect_timeout``, a bounded wait for a pooled connection (never
+      past the current deadline), and the deadline watchdog, which closes a connection still in
+      use when the deadline (or the role's cap on one checkout) passes: the only timeout that
+      works when the server itself is frozen.
+
+    Returns the datastore (its class swapped for ``GuardedDatastore``; nothing else changes).
+    """
+    from eventsourcing.postgres import PostgresDatastore
+
+    if not isinstance(datastore, PostgresDatastore):
+        return datastore
+    timeouts = role_timeouts(settings, role)
+    options = [
+        f"-c statement_timeout={int(timeouts.statement_s * 1000)}",
+        f"-c idle_in_transaction_session_timeout={int(timeouts.idle_in_transaction_s * 1000)}",
+    ]
+    kwargs = datastore.pool.kwargs
+    kwargs["options"] = " ".join(options)
+    kwargs["application_name"] = f"sluice-{role}"
+    kwargs["connect_timeout"] = settings.postgres_connect_timeout_s
+    datastore.pool.timeout = timeouts.pool_wait_s
+    datastore.__class__ = GuardedDatastore
+    datastore.sluice_role = role
+    datastore.sluice_checkout_cap_s = timeouts.checkout_cap_s
+    return datastore
+
+
+def _guarded_class() -> type:
+    import psycopg
+    from eventsourcing.persistence import (
+        DatabaseError,
+        DataError,
+        IntegrityError,
+        InterfaceError,
+        InternalError,
+        NotSupportedError,
+        OperationalError,
+        PersistenceError,
+        ProgrammingError,
+    )
+    from eventsourcing.postgres import PostgresDatastore
+    from psycopg_pool import PoolTimeout
+    from psycopg_pool.errors import TooManyRequests
+
+    translations: list[tuple[type[BaseException], type[PersistenceError]]] = [
+        (psycopg.InterfaceError, InterfaceError),
+        (psycopg.OperationalError, OperationalError),
+        (psycopg.DataError, DataError),
+        (psycopg.IntegrityError, IntegrityError),
+        (psycopg.InternalError, InternalError),
+        (psycopg.ProgrammingError, ProgrammingError),
+        (psycopg.NotSupportedError, NotSupportedError),
+        (psycopg.DatabaseError, DatabaseError),
+        (psycopg.Error, PersistenceError),
+    ]
+
+    class GuardedDatastore(PostgresDatastore):
+        """``PostgresDatastore`` whose connections are bounded by the current deadline."""
+
+        sluice_role = "admin"
+        sluice_checkout_cap_s: float | None = None
+
+        @contextmanager
+        def get_connection(self) -> Iterator[Any]:
+            deadline = deadlines.current()
+            cap = self.sluice_checkout_cap_s
+            if cap is not None:
+                capped = time.monotonic() + cap
+                deadline = capped if deadline is None else min(deadline, capped)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise deadlines.DeadlineExceeded("no time left to use the database")
+            wait = self.pool.timeout if left is None else max(0.001, min(self.pool.timeout, left))
+            watch = None
+            try:
+                self.pool.open(False, 30.0)
+                with self.pool.connection(timeout=wait) as conn:
+                    for info in self.psycopg_type_adapters.values():
+                        if not conn.adapters.types.get(info.oid):
+                            from psycopg.types.composite import register_composite
+
+                            register_composite(info, conn)
+                    fd = deadlines.socket_fd(conn)
+                    if deadline is None or fd is None:
+                        yield conn
+                    else:
+                        with deadlines.WATCHDOG.watch(fd, deadline, self.sluice_role) as watch:
+                            yield conn
+            except (PoolTimeout, TooManyRequests) as error:
+                if deadline is not None and time.monotonic() >= deadline - 0.01:
+                    raise deadlines.DeadlineExceeded(
+                        "no database connection came free before the deadline"
+                    ) from error
+                raise OperationalError(str(error)) from error
+            except psycopg.errors.QueryCanceled as error:
+                # statement_timeout (or a cancel): the statement ended, its transaction rolled back
+                raise deadlines.DeadlineExceeded(f"the statement timed out: {error}") from error
+            except psycopg.Error as error:
+                if watch is not None and watch.fired:
+                    raise deadlines.DeadlineExceeded(
+                        "the database did not answer before the deadline; its connection was"
+                        " closed (an open transaction rolls back)"
+                    ) from error
+                for source, target in translations:
+                    if isinstance(error, source):
+                        raise target(str(error)) from error
+                raise
+
+    return GuardedDatastore
+
+
+GuardedDatastore: Any = _guarded_class()
+
+
+@contextmanager
+def guarded_psycopg(conn: Any, role: str = "lock") -> Iterator[Any]:
+    """Watches a plain psycopg connection (advisory locks, singletons) under the current deadline:
+    closed when the deadline passes while the block still runs."""
+    deadline = deadlines.current()
+    fd = deadlines.socket_fd(conn)
+    if deadline is None or fd is None:
+        yield conn
+        return
+    with deadlines.WATCHDOG.watch(fd, deadline, role) as watch:
+        try:
+            yield conn
+        except Exception as error:
+            if watch.fired:
+                raise deadlines.DeadlineExceeded(
+                    f"the database did not answer before the deadline ({role})"
+                ) from error
+            raise
+
+
+def connect_options(settings: Settings, role: str) -> dict[str, Any]:
+    """libpq keyword arguments giving a plain psycopg connection the timeouts of ``role``."""
+    timeouts = role_timeouts(settings, role)
+    return {
+        "connect_timeout": settings.postgres_connect_timeout_s,
+        "application_name": f"sluice-{role}",
+        "options": (
+            f"-c statement_timeout={int(timeouts.statement_s * 1000)}"
+            f" -c idle_in_transaction_session_timeout={int(timeouts.idle_in_transaction_s * 1000)}"
+        ),
+    }

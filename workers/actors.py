@@ -15,8 +15,10 @@ are re-raised as ``TransientError`` and retried within explicit bounds.
 from __future__ import annotations
 
 import calendar
+import contextvars
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +27,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 import dramatiq
 
+from adapters import deadlines
 from adapters.stripe import inbox
 from adapters.stripe.folding import SLUICE_PAYOUT_METADATA_KEY, Folder
 from adapters.stripe.gateway import GatewayError
@@ -342,6 +345,47 @@ def sweep_body(
     return SweepReport(resubmitted, due)
 
 
+# Deadlines ------------------------------------------------------------------------------------
+
+
+class StepDeadlines(dramatiq.Middleware):
+    """Every message runs under a deadline: its actor's ``time_limit``. dramatiq's own time limit
+    interrupts Python code but not a thread blocked in a database call; under this deadline the
+    watchdog closes such a connection (``adapters.deadlines``), so the step ends and is retried
+    by the Retries middleware like any transient failure."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        limit_ms = message.options.get("time_limit")
+        if limit_ms is None:
+            try:
+                limit_ms = broker.get_actor(message.actor_name).options.get("time_limit")
+            except Exception:  # an unknown actor: dramatiq itself refuses the message
+                limit_ms = None
+        self._local.token = deadlines.enter((limit_ms or 10 * MINUTE_MS) / 1000)
+
+    def _reset(self) -> None:
+        token: contextvars.Token[float | None] | None = getattr(self._local, "token", None)
+        if token is not None:
+            deadlines.leave(token)
+            self._local.token = None
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self._reset()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._reset()
+
+
 # Declaration ----------------------------------------------------------------------------------
 
 ACTORS: dict[str, dramatiq.Actor[Any, Any]] = {}
@@ -367,6 +411,8 @@ def setup(broker: dramatiq.Broker, queue_prefix: str = "") -> dict[str, dramatiq
     """Makes ``broker`` the global broker and declares Sluice's actors on it (again: a second
     call replaces the actors, e.g. with another queue prefix)."""
     dramatiq.set_broker(broker)
+    if not any(isinstance(m, StepDeadlines) for m in broker.middleware):
+        broker.add_middleware(StepDeadlines())
     for name in ACTOR_OPTIONS:
         broker.actors.pop(name, None)
 

@@ -30,7 +30,7 @@ def _stop_on_signals() -> threading.Event:
 def _open(settings: Settings) -> tuple[Any, Any]:
     from adapters.bootstrap import bootstrap, read_model
 
-    return bootstrap(settings), read_model(settings)
+    return bootstrap(settings, role="worker"), read_model(settings, role="worker")
 
 
 def relay(args: argparse.Namespace) -> int:

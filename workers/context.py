@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters import deadlines
+from adapters.persistence import connect_options, guarded_psycopg
 from adapters.settings import Settings
 from adapters.stripe.gateway import StripeGateway
 from ledger.application import Ledger
@@ -45,10 +47,17 @@ class Context:
         if is_postgres(self.settings.database_url):
             import psycopg
 
+            options = connect_options(self.settings, "worker")
+            options["connect_timeout"] = LOCK_CONNECT_TIMEOUT_S
+            left = deadlines.remaining()
+            if left is not None:
+                # The lock is held, idle in its transaction, across the Stripe call: the server
+                # may end the session only once the step's own deadline has passed.
+                idle_ms = int((max(left, 0) + 5) * 1000)
+                options["options"] += f" -c idle_in_transaction_session_timeout={idle_ms}"
             with (
-                psycopg.connect(
-                    conninfo(self.settings.database_url), connect_timeout=LOCK_CONNECT_TIMEOUT_S
-                ) as conn,
+                psycopg.connect(conninfo(self.settings.database_url), **options) as conn,
+                guarded_psycopg(conn, "advisory-lock"),
                 conn.transaction(),
             ):
                 if wait:
@@ -84,7 +93,12 @@ def build_context(settings: Settings | None = None) -> Context:
     from adapters.bootstrap import bootstrap, read_model, stripe_gateway
 
     settings = settings or Settings()
-    return Context(settings, bootstrap(settings), read_model(settings), stripe_gateway(settings))
+    return Context(
+        settings,
+        bootstrap(settings, role="worker"),
+        read_model(settings, role="worker"),
+        stripe_gateway(settings),
+    )
 
 
 def get_context() -> Context:

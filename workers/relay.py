@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from adapters import deadlines
 from adapters.settings import Settings
 from ledger.application import Ledger
 from ledger.payouts import Payout
@@ -35,6 +36,7 @@ CHECKPOINT_EVERY = 200  # events between position writes within one pass
 PASS_EVENTS_MAX = 10_000
 POLL_S = 0.5  # SQLite, or no notification
 LISTEN_WAIT_S = 5.0  # PostgreSQL: wait this long for a NOTIFY before looking anyway
+FAILURE_PAUSE_S = 1.0  # after a failed pass (store or broker away): pause, then try again
 
 Publish = Callable[..., Any]
 
@@ -108,24 +110,56 @@ class Relay:
         return seen
 
     def run(self, stop: threading.Event) -> None:
-        """Waits to be the one active relay, then follows the log until ``stop`` is set."""
+        """Waits to be the one active relay, then follows the log until ``stop`` is set. Each
+        pass has a deadline (``worker_step_timeout_s``); a failed pass (the store or the broker
+        away) is retried after a pause, and a lost lock session is acquired again first."""
         if not self.singleton.acquire(stop):
             return
         log.info("relay %s active from position %d", self.name, self.position())
         try:
-            conn = self.singleton.conn
-            channel = getattr(self.ledger.recorder, "channel_name", None)
-            if conn is not None and channel:
-                from psycopg import sql
-
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            listening = self._listen()
             while not stop.is_set():
-                if self.run_once():
+                if not self.singleton.alive():
+                    log.warning("relay %s lost its lock session; acquiring it again", self.name)
+                    self.singleton.close()
+                    if not self.singleton.acquire(stop):
+                        return
+                    listening = self._listen()
+                try:
+                    with deadlines.within(self.settings.worker_step_timeout_s):
+                        passed = self.run_once()
+                except Exception as error:  # store or broker away: the next pass retries
+                    log.warning("relay pass failed (%s); retrying", error)
+                    stop.wait(FAILURE_PAUSE_S)
                     continue
-                if conn is not None and channel:
-                    for _ in conn.notifies(timeout=LISTEN_WAIT_S, stop_after=1):
-                        pass
+                if passed:
+                    continue
+                conn = self.singleton.conn
+                if listening and conn is not None:
+                    try:
+                        for _ in conn.notifies(timeout=LISTEN_WAIT_S, stop_after=1):
+                            pass
+                    except Exception as error:  # the session broke: re-acquired above
+                        log.warning("relay lost its LISTEN session (%s)", error)
+                        self.singleton.broken = True
+                        stop.wait(FAILURE_PAUSE_S)
                 else:
                     stop.wait(POLL_S)
         finally:
             self.singleton.close()
+
+    def _listen(self) -> bool:
+        """LISTENs on the events channel on the lock's session; False where there is none."""
+        conn = self.singleton.conn
+        channel = getattr(self.ledger.recorder, "channel_name", None)
+        if conn is None or not channel:
+            return False
+        from psycopg import sql
+
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except Exception as error:  # the session broke: polling until it is back
+            log.warning("relay cannot LISTEN (%s)", error)
+            self.singleton.broken = True
+            return False
+        return True

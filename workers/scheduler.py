@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters import deadlines
 from adapters.settings import Settings
 from ledger.application import Ledger
 from projections.store import ReadModel
@@ -94,8 +95,14 @@ class Scheduler:
             return
         try:
             while not stop.is_set():
+                if not self.singleton.alive():
+                    log.warning("scheduler lost its lock session; acquiring it again")
+                    self.singleton.close()
+                    if not self.singleton.acquire(stop):
+                        return
                 try:
-                    log.info("scheduler tick: %s", self.tick())
+                    with deadlines.within(self.settings.worker_step_timeout_s):
+                        log.info("scheduler tick: %s", self.tick())
                 except Exception:  # a tick failing (database blip) must not end the loop
                     log.exception("scheduler tick failed")
                 stop.wait(tick_s)

@@ -18,10 +18,12 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from adapters.bootstrap import bootstrap, read_model
+from adapters.bootstrap import bootstrap, follow_log, read_model
 from adapters.http import errors, reads, webhooks, writes
-from adapters.http.auth import authorize, authorize_late
+from adapters.http.auth import Authenticate, authorize, authorize_late
+from adapters.http.guards import RequestDeadline
 from adapters.http.support import Sluice, reject_unknown_query
+from adapters.keys import KeyCache
 from adapters.settings import Settings
 from ledger.application import Ledger
 from projections.runner import Projector
@@ -29,7 +31,6 @@ from projections.store import ReadModel
 
 log = logging.getLogger("sluice.http")
 
-PROJECTOR_RETRY_S = 1.0
 SHUTDOWN_JOIN_S = 10.0
 BODY_SIZE_MAX = 1_000_000  # bytes; the largest valid request (a 50-part split) is ~5 kB
 
@@ -45,21 +46,17 @@ until the read models include it, and every GET served from read models says in 
 how far they had got. Lists and statements come as CSV with `Accept: text/csv` or `?format=csv`.
 
 Authenticate with `Authorization: Bearer <key>` (`sluice keys create --role …`).
+
+Every request has a deadline (`SLUICE_HTTP_REQUEST_TIMEOUT_S`, 10 s by default): past it the
+answer is `503` with `Retry-After` and the code `deadline_exceeded`, and nothing was
+half-written (retry a POST with the same `Idempotency-Key`). `GET /healthz` is liveness (no key,
+no store, says only `ok`); `GET /readyz` says whether the store answers in time; details need a
+key (`GET /v1/status`).
 """
 
 
 def _route_id(route: APIRoute) -> str:
     return route.name
-
-
-def _follow(projector: Projector, stop: threading.Event) -> None:
-    """Runs the projector until ``stop``; a failed batch (e.g. the store restarting) is retried."""
-    while not stop.is_set():
-        try:
-            projector.run_forever(stop)
-        except Exception:
-            log.exception("projector stopped; retrying in %.0f s", PROJECTOR_RETRY_S)
-            stop.wait(PROJECTOR_RETRY_S)
 
 
 def _close_view(view: Any) -> None:
@@ -76,28 +73,36 @@ def create_app(
     run_projector: bool = True,
 ) -> FastAPI:
     owns_ledger, owns_view = ledger is None, view is None
-    ledger = ledger if ledger is not None else bootstrap(settings)
-    view = view if view is not None else read_model(settings)
+    ledger = ledger if ledger is not None else bootstrap(settings, role="api")
+    view = view if view is not None else read_model(settings, role="api")
+    keys = KeyCache(view, refresh_s=settings.http_key_refresh_s)
     sluice = Sluice(
         settings=settings,
         ledger=ledger,
         view=view,
         projector=Projector(ledger, view),
         read_wait_s=settings.http_min_position_wait_s,
+        keys=keys,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
+        keys.load()  # bounded; if the store is down the cache fills once it answers
+        keys.start()
         if run_projector:
             sluice.projector_thread = threading.Thread(
-                target=_follow, args=(sluice.projector, stop), name="sluice-projector", daemon=True
+                target=follow_log,
+                args=(sluice.projector, stop, settings.worker_step_timeout_s),
+                name="sluice-projector",
+                daemon=True,
             )
             sluice.projector_thread.start()
         try:
             yield
         finally:
             stop.set()
+            keys.stop()
             if sluice.projector_thread is not None:
                 sluice.projector_thread.join(SHUTDOWN_JOIN_S)
             if owns_ledger:
@@ -115,10 +120,17 @@ def create_app(
         generate_unique_id_function=_route_id,
     )
     app.state.sluice = sluice
+    app.state.request_timeout_s = settings.http_request_timeout_s
+    # Outermost last: the deadline covers everything; authentication comes before any body is
+    # read; the body limit stops reading at BODY_SIZE_MAX.
     app.add_middleware(errors.BodyLimit, max_bytes=BODY_SIZE_MAX)
+    routers = (reads.public_router, webhooks.router, reads.router, writes.router)
+    api_routes = [route for router in routers for route in router.routes]
+    app.add_middleware(Authenticate, fastapi_app=app, routes=api_routes)
+    app.add_middleware(RequestDeadline, budget_s=settings.http_request_timeout_s)
     errors.install(app, authorize_late)
     guarded = [Depends(authorize), Depends(reject_unknown_query)]
-    app.include_router(reads.health_router, dependencies=guarded)
+    app.include_router(reads.public_router)
     app.include_router(webhooks.router, dependencies=[Depends(authorize)])
     app.include_router(reads.router, dependencies=guarded, responses=errors.COMMON_ERRORS)
     app.include_router(

@@ -11,15 +11,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import DataError, InterfaceError, OperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.deadlines import DeadlineExceeded
 from ledger.errors import ConcurrencyError, IdempotencyConflictError, SluiceError
 from projections.queries import QueryError
 
@@ -54,7 +54,12 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _doc("No API key, or an invalid one"),
     403: _doc("The key's role may not use this route"),
     404: _doc("No such object (or not visible to this key)"),
+    503: _doc(
+        "deadline_exceeded or store_unavailable: nothing was half-written; retry after"
+        " Retry-After seconds (a POST with the same Idempotency-Key)"
+    ),
 }
+RETRY_AFTER_S = 1
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     402: _doc("Insufficient available funds"),
     409: _doc("Idempotency conflict, invalid state transition or existing object"),
@@ -146,11 +151,30 @@ def sluice_error_response(error: SluiceError) -> JSONResponse:
     return envelope(status, kind, error.code, error.message, error.param)
 
 
-class BodyLimit:
-    """Refuses request bodies over ``max_bytes`` with a 413 envelope before reading them.
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
 
-    A declared Content-Length over the limit is answered at once; a chunked body that runs over
-    it is cut off (the route then answers 400: the body could not be read).
+
+def deadline_response(budget_s: float | None = None) -> JSONResponse:
+    within = f" of {budget_s:g} s" if budget_s else ""
+    return envelope(
+        503,
+        API_ERROR,
+        "deadline_exceeded",
+        f"the request did not finish within its deadline{within}; nothing was half-written:"
+        " retry later (a POST with the same Idempotency-Key, which answers with the first"
+        " result if it was recorded)",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` with a 413 envelope.
+
+    A declared Content-Length over the limit is answered before anything is read; a chunked
+    body that runs over it stops being read there and the request is answered 413 too (the
+    error is an HTTP exception, so every route, the webhook's included, answers it alike).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -176,7 +200,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise ValueError("request body too large")
+                    raise BodyTooLarge()
             return message
 
         await self.app(scope, limited, send)
@@ -202,7 +226,7 @@ def install(app: FastAPI, authorize_late: Any) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if not getattr(request.state, "authorized", False):
             try:
-                await run_in_threadpool(authorize_late, request)
+                await authorize_late(request)
             except ApiError as denied:
                 return await _api_error(request, denied)
         return _validation_response(exc)
@@ -223,6 +247,11 @@ def install(app: FastAPI, authorize_late: Any) -> None:
             return envelope(exc.status_code, INVALID_REQUEST, "request_invalid", detail)
         return envelope(exc.status_code, API_ERROR, "internal_error", "internal error")
 
+    @app.exception_handler(DeadlineExceeded)
+    async def _deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
+        log.warning("deadline exceeded: %s %s: %s", request.method, request.url.path, exc)
+        return deadline_response(getattr(request.app.state, "request_timeout_s", None))
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _store_down(_: Request, exc: Exception) -> JSONResponse:
@@ -231,8 +260,16 @@ def install(app: FastAPI, authorize_late: Any) -> None:
             503,
             API_ERROR,
             "store_unavailable",
-            "the store is unavailable; retry later",
-            headers={"Retry-After": "1"},
+            "the store is unavailable; nothing was half-written: retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # The last line of defence: validation should refuse such values first.
+        log.warning("a value the store refused: %s", exc)
+        return envelope(
+            400, INVALID_REQUEST, "parameter_invalid", "a value of the request cannot be stored"
         )
 
     @app.exception_handler(Exception)

@@ -4,14 +4,16 @@ got; ``Sluice-Min-Position`` waits for a write to show up); accounts and audit r
 from __future__ import annotations
 
 import re
+import time
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from adapters import deadlines
 from adapters.http.auth import account_filter
-from adapters.http.errors import ApiError, not_found
+from adapters.http.errors import API_ERROR, ApiError, ErrorEnvelope, envelope, not_found
 from adapters.http.models import ID_PATTERN, TEXT_PATTERN, UNIX_SECONDS_MAX
 from adapters.http.support import (
     Sluice,
@@ -29,7 +31,7 @@ from projections.audit import AUDIT_EVENTS_LIMIT_MAX, events_page, replay
 from projections.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, QueryError
 
 router = APIRouter(tags=["reads"])
-health_router = APIRouter(tags=["health"])
+public_router = APIRouter(tags=["health"])  # no key, no thread pool, no store (but /readyz's)
 
 Ctx = Annotated[Sluice, Depends(ctx)]
 AccountId = Annotated[str, Path(min_length=1, max_length=255, pattern=ID_PATTERN)]
@@ -56,6 +58,13 @@ FROM_READ_MODELS: dict[str, Any] = {
     ]
 }
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Routes that answer CSV too (Accept: text/csv or ?format=csv).
+CSV_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or CSV with `Accept: text/csv` or `?format=csv`",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
 
 BALANCE_TRANSACTION_COLUMNS = (
     "id object account amount available_on created currency description fee fee_details net"
@@ -87,24 +96,93 @@ def _check_cursor(s: Sluice, table: str, cursor: str | None, account: str | None
         raise QueryError(f"no such object: {cursor}", "starting_after")
 
 
-@health_router.get(
-    "/healthz", name="healthz", summary="Liveness: the store answers; projection positions"
+@public_router.get(
+    "/healthz", name="healthz", summary="Liveness: the process answers (says only ok; no store)"
 )
-def healthz(s: Ctx) -> Any:
-    try:
-        head = s.ledger.recorder.max_notification_id() or 0
-        positions = {name: s.projector.position(name) for name in s.projector.projections}
-    except Exception:
-        raise ApiError(
-            503, "store_unavailable", "the store does not answer", type="api_error"
-        ) from None
+async def healthz() -> Any:
+    """Answers at once, whatever the store does: restart the process if this fails."""
+    return JSONResponse({"status": "ok"})
+
+
+READY_THREADS = 2  # readiness checks in flight at once (each bounded by its own deadline)
+_ready_limiter: list[Any] = []
+
+
+def _check_store(s: Sluice, timeout_s: float) -> None:
+    with deadlines.within(timeout_s), s.view.read() as tx:
+        tx.execute("SELECT 1 AS ready")
+        tx.one()
+
+
+@public_router.get(
+    "/readyz",
+    name="readyz",
+    summary="Readiness: the store answers within its timeout",
+    responses={503: {"model": ErrorEnvelope, "description": "store_unreachable or store_stalled"}},
+)
+async def readyz(request: Request) -> Any:
+    """200 when the store answers ``SELECT 1`` within ``http_ready_timeout_s``; 503 with
+    ``store_stalled`` (no answer in time) or ``store_unreachable`` (refused) otherwise. Runs on
+    threads of its own, so a request backlog never delays it."""
+    import anyio
+
+    s: Sluice = request.app.state.sluice
+    timeout_s = s.settings.http_ready_timeout_s
+    if not _ready_limiter:
+        _ready_limiter.append(anyio.CapacityLimiter(READY_THREADS))
+    code, detail = "", ""
+    with anyio.move_on_after(timeout_s + 0.25) as scope:  # the watchdog ends it first
+        try:
+            await anyio.to_thread.run_sync(
+                _check_store, s, timeout_s, limiter=_ready_limiter[0], abandon_on_cancel=True
+            )
+        except deadlines.DeadlineExceeded as error:
+            code, detail = "store_stalled", str(error)
+        except Exception as error:  # refused, reset, unknown host: the store is unreachable
+            code, detail = "store_unreachable", type(error).__name__
+    if scope.cancelled_caught:
+        code, detail = "store_stalled", "no answer in time"
+    if code:
+        return envelope(
+            503,
+            API_ERROR,
+            code,
+            f"the store did not answer within {timeout_s:g} s ({detail})"
+            if code == "store_stalled"
+            else f"the store cannot be reached ({detail})",
+            headers={"Retry-After": "1"},
+        )
+    return JSONResponse({"status": "ready"})
+
+
+@router.get(
+    "/v1/status",
+    name="service_status",
+    summary="Operational details: log head, projection positions and lag, key cache",
+)
+def service_status(s: Ctx) -> Any:
+    head = s.ledger.recorder.max_notification_id() or 0
+    with s.view.read() as tx:
+        tx.execute("SELECT name, event_recorded, updated FROM rm_projection_meta")
+        meta = {row["name"]: row for row in tx.all()}
+    projections = {}
+    for name in s.projector.projections:
+        position = s.projector.position(name)
+        seen = meta.get(name)
+        projections[name] = {
+            "position": position,
+            "behind": max(0, head - position),  # positions may have gaps: at most this many
+            "updated": int(seen["updated"]) // 1_000_000 if seen else None,
+        }
     thread = s.projector_thread
+    loaded = s.keys.loaded_at if s.keys is not None else None
     return JSONResponse(
         {
-            "status": "ok",
+            "object": "status",
             "head": head,
             "projector_running": bool(thread is not None and thread.is_alive()),
-            "projections": {name: {"position": p} for name, p in positions.items()},
+            "projections": projections,
+            "keys_age_s": None if loaded is None else round(time.monotonic() - loaded, 3),
         }
     )
 
@@ -147,6 +225,7 @@ def retrieve_balance(account_id: AccountId, request: Request, s: Ctx) -> Any:
 @router.get(
     "/v1/balance_transactions",
     name="list_balance_transactions",
+    responses=CSV_OK,
     openapi_extra=FROM_READ_MODELS,
     summary="Balance transactions, newest first",
 )
@@ -190,6 +269,7 @@ def list_balance_transactions(
 @router.get(
     "/v1/payouts",
     name="list_payouts",
+    responses=CSV_OK,
     openapi_extra=FROM_READ_MODELS,
     summary="Payouts, newest first",
 )
@@ -218,6 +298,7 @@ def list_payouts(
 @router.get(
     "/v1/accounts/{account_id}/statement",
     name="retrieve_statement",
+    responses=CSV_OK,
     openapi_extra=FROM_READ_MODELS,
     summary="Opening balance, movements, closing balance for from ≤ created < to",
 )
@@ -271,6 +352,7 @@ def _day(value: str, param: str) -> str:
 @router.get(
     "/v1/revenue",
     name="retrieve_revenue",
+    responses=CSV_OK,
     openapi_extra=FROM_READ_MODELS,
     summary="Platform fee revenue per day",
 )
@@ -294,6 +376,7 @@ def retrieve_revenue(
 @router.get(
     "/v1/audit/balances/{account_id}",
     name="audit_balances",
+    responses=CSV_OK,
     summary="Balances and movements replayed from the events (as_of, recorded_as_of)",
 )
 def audit_balances(
@@ -313,7 +396,9 @@ def audit_balances(
     return json_response(result.as_dict(), result.position)
 
 
-@router.get("/v1/audit/events", name="audit_events", summary="The raw event log, in order")
+@router.get(
+    "/v1/audit/events", name="audit_events", responses=CSV_OK, summary="The raw event log, in order"
+)
 def audit_events(
     request: Request,
     s: Ctx,

@@ -13,8 +13,10 @@ from uuid import UUID
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
 
+from adapters import deadlines
 from adapters.export import to_csv
 from adapters.http.errors import ApiError
+from adapters.keys import KeyCache
 from adapters.settings import Settings
 from ledger.application import CommandResult, Ledger
 from ledger.ids import command_record_id
@@ -37,6 +39,7 @@ class Sluice:
     view: ReadModel
     projector: Projector
     read_wait_s: float
+    keys: KeyCache | None = None
     projector_thread: Any = None
     _query_names: dict[int, frozenset[str]] = field(default_factory=dict)
 
@@ -75,7 +78,11 @@ class Sluice:
         raw = request.headers.get(MIN_POSITION_HEADER)
         if raw is not None:
             wanted = parse_position(raw)
-            deadline = time.monotonic() + self.read_wait_s
+            wait_s = self.read_wait_s
+            left = deadlines.remaining()
+            if left is not None:  # leave a second of the request's deadline for the query
+                wait_s = max(0.0, min(wait_s, left - 1.0))
+            deadline = time.monotonic() + wait_s
             for name in names:
                 self.projector.wait_for(name, wanted, max(0.0, deadline - time.monotonic()))
         return min(self.projector.position(name) for name in names)
@@ -141,12 +148,12 @@ def record_position(ledger: Ledger, aggregate_id: UUID) -> int | None:
     return None
 
 
-def ctx(request: Request) -> Sluice:
+async def ctx(request: Request) -> Sluice:
     sluice: Sluice = request.app.state.sluice
     return sluice
 
 
-def idempotency_key(
+async def idempotency_key(
     idempotency_key: str | None = Header(
         default=None,
         alias="Idempotency-Key",
@@ -170,9 +177,10 @@ def idempotency_key(
     return idempotency_key
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """Stripe refuses parameters it does not know; a typo must not silently widen a list."""
-    allowed = ctx(request).allowed_query(request)
+    sluice: Sluice = request.app.state.sluice
+    allowed = sluice.allowed_query(request)
     for name in request.query_params:
         if name not in allowed:
             raise ApiError(

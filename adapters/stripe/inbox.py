@@ -1,9 +1,18 @@
 """The Stripe webhook inbox: verified events stored once (deduplicated on ``evt_`` id) before
-anything acts on them, then folded into the ledger at Sluice's own pace."""
+anything acts on them, then folded into the ledger at Sluice's own pace.
+
+A signed event Sluice cannot parse (``parse_event``: malformed fields, nesting deeper than
+``NESTING_MAX``, larger than ``EVENT_PAYLOAD_BYTES_MAX``) is stored too, as ``unparseable`` with
+the reason and the raw body (base64), and counted: Stripe gets its 2xx and stops retrying, and
+nothing is dropped silently. ``due`` never hands such an event to the folder.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +32,105 @@ PARKED = "parked"  # refused for now (e.g. out of order); retried on the next pa
 PROCESSED = "processed"
 IGNORED = "ignored"  # other livemode, or a type Sluice does not fold (counted, kept)
 FAILED = "failed"  # gave up after ATTEMPTS_MAX; needs a person
-STATUSES = (PENDING, PARKED, PROCESSED, IGNORED, FAILED)
+UNPARSEABLE = "unparseable"  # signed, but not an event Sluice can read: kept, never folded
+STATUSES = (PENDING, PARKED, PROCESSED, IGNORED, FAILED, UNPARSEABLE)
 EVENT_PAYLOAD_BYTES_MAX = 512 * 1024
+NESTING_MAX = 32  # Stripe's objects nest a handful of levels; deeper is not one of its events
+CREATED_MAX = 253_402_300_799  # 9999-12-31T23:59:59Z, as the API's unix seconds
+_PRINTABLE = re.compile(r"^[\x21-\x7e]{1,255}$")  # ids and types: printable ASCII, no spaces
+_EVENT_ID = re.compile(r"^evt_[\x21-\x7e]{1,251}$")
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_FIRST_ID = re.compile(r'"id"\s*:\s*"(evt_(?:[^"\\]|\\.){0,300})"')
+
+
+class NotAnEvent(ValueError):
+    """A signed body that is no Stripe event at all (not JSON, not an object, no ``evt_`` id)."""
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """``event`` when it is an event Sluice can fold, else ``reason`` and the id to store it by."""
+
+    event: dict[str, Any] | None
+    event_id: str
+    type: str
+    reason: str | None = None
+
+
+def nesting_depth(text: str) -> int:
+    """How deep JSON arrays and objects nest in ``text`` (strings skipped), without parsing."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub('""', text))
+    depth = deepest = 0
+    for ch in brackets:  # only the brackets are left: short for any real event
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _unparseable_id(raw_id: str) -> str:
+    return "evt_unparseable_" + hashlib.sha256(raw_id.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def parse_event(raw: bytes) -> Parsed:
+    """Reads a verified webhook body. Raises ``NotAnEvent`` for a body that is no event at all;
+    returns ``Parsed`` with a ``reason`` for an event Sluice cannot fold."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise NotAnEvent(f"not UTF-8: {error.reason}") from None
+    try:
+        event = json.loads(text)
+    except RecursionError:
+        found = _FIRST_ID.search(text)
+        if found is None:
+            raise NotAnEvent("nested too deeply to read, and no evt_ id found") from None
+        candidate = found.group(1)
+        plain = _EVENT_ID.match(candidate) and "\\" not in candidate
+        stored_id = candidate if plain else _unparseable_id(candidate)
+        return Parsed(None, stored_id, UNPARSEABLE, "nested too deeply to read")
+    except ValueError as error:
+        raise NotAnEvent(f"not JSON: {error}") from None
+    if not isinstance(event, dict):
+        raise NotAnEvent("not a JSON object")
+    raw_id = event.get("id")
+    if not isinstance(raw_id, str) or not raw_id.startswith("evt_"):
+        raise NotAnEvent("no evt_ id: not a Stripe event")
+    kind = event.get("type")
+    clean_type = kind if isinstance(kind, str) and _PRINTABLE.match(kind) else UNPARSEABLE
+    reason = _problem(event, raw, text)
+    if not _EVENT_ID.match(raw_id):
+        reason = reason or "id is not a printable evt_ id of at most 255 characters"
+        return Parsed(None, _unparseable_id(raw_id), clean_type, reason)
+    if reason is not None:
+        return Parsed(None, raw_id, clean_type, reason)
+    return Parsed(event, raw_id, clean_type)
+
+
+def _problem(event: dict[str, Any], raw: bytes, text: str) -> str | None:
+    """Why a JSON object with an evt_ id is not an event Sluice can fold (None: it is)."""
+    if len(raw) > EVENT_PAYLOAD_BYTES_MAX:
+        return f"larger than {EVENT_PAYLOAD_BYTES_MAX} bytes"
+    if nesting_depth(text) > NESTING_MAX:
+        return f"nested deeper than {NESTING_MAX} levels"
+    kind = event.get("type")
+    if not isinstance(kind, str) or not _PRINTABLE.match(kind):
+        return "type is not a printable string of at most 255 characters"
+    created = event.get("created")
+    if isinstance(created, bool) or not isinstance(created, int):
+        return "created is not an integer"
+    if not 0 <= created <= CREATED_MAX:
+        return f"created is out of range (0 to {CREATED_MAX})"
+    account = event.get("account")
+    if account is not None and (not isinstance(account, str) or not _PRINTABLE.match(account)):
+        return "account is neither null nor a printable id"
+    livemode = event.get("livemode", False)
+    if not isinstance(livemode, bool):
+        return "livemode is not a boolean"
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return "data.object is not an object"
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,6 +162,25 @@ def store(view: ReadModel, event: dict[str, Any], raw: bytes) -> bool:
                 PENDING,
             ),
         )
+        return tx.one() is not None
+
+
+def store_unparseable(view: ReadModel, parsed: Parsed, raw: bytes) -> bool:
+    """Stores a signed event Sluice cannot parse, once (by its id, or a hash of a bad one), with
+    the reason and the raw body. Returns False for a duplicate delivery."""
+    reason = (parsed.reason or "unparseable").replace("\x00", "\\x00")[:2000]
+    payload = json.dumps(
+        {"unparseable": reason, "raw_base64": base64.b64encode(raw).decode("ascii")}
+    )
+    with view.write(None) as tx:
+        tx.execute(
+            "INSERT INTO sl_stripe_events (event_id, type, account, livemode, created, received,"
+            " payload, status, attempts, last_error, outcome)"
+            " VALUES (%s, %s, NULL, 0, 0, %s, %s, %s, 0, %s, %s)"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            (parsed.event_id, parsed.type, int(time.time()), payload, UNPARSEABLE, reason,
+             UNPARSEABLE),
+        )  # fmt: skip
         return tx.one() is not None
 
 

@@ -435,10 +435,14 @@ def test_lists_revenue_and_audit_events(env: Env, world: World) -> None:
 
 
 def test_healthz_and_openapi(env: Env, world: World) -> None:
+    # Liveness is public and says only "ok"; the details (head, positions) need a key.
     health = env.clients["none"].get("/healthz")
     assert health.status == 200, health.text
-    body = health.json()
-    assert body["status"] == "ok" and body["projector_running"] is True
+    assert health.json() == {"status": "ok"}
+    assert env.clients["none"].get("/readyz").json() == {"status": "ready"}
+    assert env.clients["none"].get("/v1/status").status == 401
+    body = env.admin.get("/v1/status").json()
+    assert body["head"] >= 1 and body["projector_running"] is True
     assert set(body["projections"]) == {"balances", "balance_transactions", "payouts", "revenue"}
     spec = env.clients["none"].get("/openapi.json")
     assert spec.status == 200
@@ -1019,7 +1023,7 @@ def test_min_position_is_bounded_without_a_projector(env: Env, world: World) -> 
         assert reply.status == 200, reply.text
         assert 0.3 <= waited < 3
         assert int(reply.headers["sluice-position"]) <= head
-        health = client.get("/healthz").json()
+        health = client.get("/v1/status").json()  # the details moved off public /healthz
         assert health["projector_running"] is False
 
 
@@ -1029,6 +1033,8 @@ def test_min_position_is_bounded_without_a_projector(env: Env, world: World) -> 
 # key of acct_b (other). The request is always about acct_a. No key and a bad key: 401.
 MATRIX = """
 healthz                    200 200 200 200 200
+readyz                     200 200 200 200 200
+service_status             200 200 200 403 403
 create_account             200 403 403 403 403
 update_account             200 403 403 403 403
 create_payment             200 403 403 403 403
@@ -1058,8 +1064,9 @@ def _expected() -> dict[str, dict[str, int]]:
     for line in MATRIX.strip().splitlines():
         name, *codes = line.split()
         expected = dict(zip(ROLES[:5], map(int, codes), strict=True))
-        # healthz is public; the webhook authenticates by signature (none sent here: 400).
-        unauthenticated = {"healthz": 200, "stripe_webhook": 400}.get(name, 401)
+        # healthz and readyz are public; the webhook authenticates by signature (none sent
+        # here: 400).
+        unauthenticated = {"healthz": 200, "readyz": 200, "stripe_webhook": 400}.get(name, 401)
         table[name] = expected | {"none": unauthenticated, "bad": unauthenticated}
     return table
 
@@ -1084,6 +1091,8 @@ def _matrix_requests(env: Env, world: World) -> dict[str, tuple[str, str, Any]]:
     usd = {"currency": "usd"}
     return {
         "healthz": ("GET", "/healthz", None),
+        "readyz": ("GET", "/readyz", None),
+        "service_status": ("GET", "/v1/status", None),
         "create_account": ("POST", "/v1/accounts", {"id": "acct_matrix"}),
         "update_account": ("POST", "/v1/accounts/acct_a", {"verification_status": "verified"}),
         "create_payment": ("POST", "/v1/payments", charge | {"amount": 1_234}),
@@ -1154,6 +1163,9 @@ def test_refused_before_the_body_is_read(env: Env, world: World) -> None:
         reply = env.clients[role].post("/v1/payments", raw=b"{not json", idempotency_key=None)
         assert reply.status == status, (role, reply.text)
         reply = env.clients[role].post("/v1/payments", {"amount": "x"}, idempotency_key=None)
+        assert reply.status == status, (role, reply.text)
+        # A body that cannot even be decoded: still the key is checked first.
+        reply = env.clients[role].post("/v1/payments", raw=b"\xff\xfe\x00", idempotency_key=None)
         assert reply.status == status, (role, reply.text)
 
 
