@@ -15,12 +15,13 @@ from adapters.persistence import (
     postgres_absence_probe,
 )
 from adapters.settings import Settings
+from adapters.sql_store import open_read_model
 from adapters.stripe.gateway import StripeClientGateway
 from adapters.stripe.inbox import INBOX_DDL
 from ledger.application import Clock, Ledger
 from projections.projections import ALL_DDL
 from projections.runner import Projector
-from projections.store import ReadModel, open_read_model
+from projections.store import ReadModel
 
 log = logging.getLogger("sluice")
 

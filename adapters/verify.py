@@ -13,10 +13,11 @@ from typing import Any
 from adapters.keys import KEYS_DDL
 from adapters.persistence import ensure_postgres_schema, ledger_env
 from adapters.settings import Settings
+from adapters.sql_store import open_read_model
 from ledger.application import Ledger
 from projections.projections import ALL_DDL, PROJECTIONS
 from projections.runner import Projector
-from projections.store import ReadModel, open_read_model
+from projections.store import ReadModel
 
 # Primary keys per table, to pair rows; projection_meta holds wall-clock times and is skipped.
 TABLE_KEYS = {

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from ledger.instants import from_micros, micros_to_seconds, to_micros
 from projections.store import ReadModel
 
 LIST_LIMIT_MAX = 100
@@ -26,8 +28,7 @@ class QueryError(ValueError):
         self.param = param
 
 
-def _seconds(us: int | None) -> int | None:
-    return None if us is None else int(us) // 1_000_000
+_seconds = micros_to_seconds
 
 
 def check_limit(limit: int) -> int:
@@ -239,3 +240,39 @@ def statement(view: ReadModel, account: str, currency: str, start: int, end: int
         "total_movements": sum(m["net"] for m in movements),
         "closing_balance": opening + sum(m["net"] for m in movements),
     }
+
+
+# Named queries for the workers (what is due, what is funded, what was never submitted) -----
+
+
+def due_releases(view: ReadModel, now: datetime) -> list[tuple[str, str, datetime]]:
+    """(account, currency, latest available_on) of balances holding pending funds due by now."""
+    with view.read() as tx:
+        tx.execute(
+            "SELECT account_id, currency, MAX(available_on) AS until"
+            " FROM rm_balance_transactions WHERE status = 'pending' AND available_on <= %s"
+            " GROUP BY account_id, currency ORDER BY account_id, currency",
+            (to_micros(now),),
+        )
+        return [(r["account_id"], r["currency"], from_micros(int(r["until"]))) for r in tx.all()]
+
+
+def funded_balances(view: ReadModel) -> list[tuple[str, str]]:
+    """(account, currency) of every balance with funds available."""
+    with view.read() as tx:
+        tx.execute(
+            "SELECT account_id, currency FROM rm_balances WHERE available > 0"
+            " ORDER BY account_id, currency"
+        )
+        return [(r["account_id"], r["currency"]) for r in tx.all()]
+
+
+def pending_payouts_before(view: ReadModel, cutoff: datetime, limit: int) -> list[str]:
+    """Ids of payouts still pending that were requested at or before ``cutoff``, oldest first."""
+    with view.read() as tx:
+        tx.execute(
+            "SELECT id FROM rm_payouts WHERE status = 'pending' AND created <= %s"
+            " ORDER BY created LIMIT %s",
+            (to_micros(cutoff), limit),
+        )
+        return [str(r["id"]) for r in tx.all()]

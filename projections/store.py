@@ -1,52 +1,25 @@
-"""The read-model store: eventsourcing tracking recorders extended with Sluice's tables.
+"""What the read side needs of a SQL store: a transaction with one SQL dialect, and a read model
+that writes rows together with its tracking position.
 
-Views live beside the events (same PostgreSQL schema, or the same SQLite file) and are written
-with the library's own transaction and ``_insert_tracking`` so that rows and the tracking
-position commit together: a redelivered batch fails its tracking insert and changes nothing.
+The implementations (PostgreSQL and SQLite, on eventsourcing's tracking recorders) live at the
+edge, in ``adapters.sql_store``: the read side never imports a database driver.
 
-SQL is written once, portable between PostgreSQL and SQLite: ``%s`` placeholders (rewritten to
-``?`` for SQLite) and table names starting with ``rm_`` or ``sl_`` (schema-qualified for
-PostgreSQL).
+SQL is written once, portable between PostgreSQL and SQLite: ``%s`` placeholders and table
+names starting with ``rm_`` (read models) or ``sl_`` (Sluice's other tables).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
-from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteTrackingRecorder
-from eventsourcing.utils import Environment
-
-READ_MODEL_ENV_NAME = "ReadModel"  # PostgreSQL tracking table: readmodel_tracking
-_TABLE = re.compile(r"\b(rm|sl)_")  # rm_: read models; sl_: other Sluice tables (inbox)
+from eventsourcing.persistence import Tracking
 
 
 class Tx(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
     def all(self) -> list[dict[str, Any]]: ...
     def one(self) -> dict[str, Any] | None: ...
-
-
-class _Tx:
-    """A cursor with one SQL dialect for the projections (``%s`` placeholders, rm_ tables)."""
-
-    def __init__(self, cursor: Any, rewrite: Any) -> None:
-        self._cursor = cursor
-        self._rewrite = rewrite
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cursor.execute(self._rewrite(sql), list(params))
-
-    def all(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._cursor.fetchall()]
-
-    def one(self) -> dict[str, Any] | None:
-        row = self._cursor.fetchone()
-        return dict(row) if row is not None else None
 
 
 class ReadModel(Protocol):
@@ -59,81 +32,3 @@ class ReadModel(Protocol):
     def read(self) -> Any: ...
     def sql(self, statement: str) -> str: ...
     def reset_tracking(self, tx: Tx, application_name: str) -> None: ...
-
-
-class _ReadModelMixin:
-    dialect = "?"
-    datastore: Any
-
-    def sql(self, statement: str) -> str:
-        raise NotImplementedError
-
-    @contextmanager
-    def write(self, tracking: Tracking | None) -> Iterator[Tx]:
-        """One transaction for a batch's rows and its tracking position."""
-        with self.datastore.transaction(commit=True) as cursor:
-            if tracking is not None:
-                self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
-            yield _Tx(cursor, self.sql)
-
-    @contextmanager
-    def read(self) -> Iterator[Tx]:
-        with self.datastore.transaction(commit=False) as cursor:
-            yield _Tx(cursor, self.sql)
-
-
-class PostgresReadModel(_ReadModelMixin, PostgresTrackingRecorder):
-    dialect = "postgres"
-
-    def reset_tracking(self, tx: Tx, application_name: str) -> None:
-        tx.execute(
-            f'DELETE FROM "{self.datastore.schema}"."{self.tracking_table_name}"'
-            " WHERE application_name = %s",
-            (application_name,),
-        )
-
-    def sql(self, statement: str) -> str:
-        return _TABLE.sub(lambda m: f'"{self.datastore.schema}".{m.group(0)}', statement)
-
-    def add_ddl(self, statements: Sequence[str]) -> None:
-        from psycopg.sql import SQL
-
-        for ddl in statements:
-            self.sql_create_statements.append(SQL(self.sql(_pg_types(ddl))))  # type: ignore[arg-type]
-
-
-class SQLiteReadModel(_ReadModelMixin, SQLiteTrackingRecorder):
-    dialect = "sqlite"
-
-    def reset_tracking(self, tx: Tx, application_name: str) -> None:
-        tx.execute("DELETE FROM tracking WHERE application_name = %s", (application_name,))
-
-    def sql(self, statement: str) -> str:
-        return statement.replace("%s", "?")
-
-    def add_ddl(self, statements: Sequence[str]) -> None:
-        # The statement list is built in __init__; extend it the same way PostgreSQL's is.
-        self.create_table_statements.extend(statements)
-
-
-def _pg_types(ddl: str) -> str:
-    return ddl  # the portable DDL uses TEXT and BIGINT, which both dialects accept
-
-
-def open_read_model(env: dict[str, str], ddl: Sequence[str]) -> ReadModel:
-    """Builds the read model on the Ledger's store; creates tables when CREATE_TABLE=y."""
-    factory = InfrastructureFactory.construct(Environment(READ_MODEL_ENV_NAME, env))
-    module = env.get("PERSISTENCE_MODULE", "")
-    cls: type[TrackingRecorder]
-    if module.endswith("postgres"):
-        cls = PostgresReadModel
-    elif module.endswith("sqlite"):
-        cls = SQLiteReadModel
-    else:
-        raise ValueError("read models need PostgreSQL or SQLite (memory:// has no SQL)")
-    create = env.get("CREATE_TABLE", "y").lower() in ("y", "yes", "t", "true", "1", "on")
-    view: Any = factory.tracking_recorder(cls)  # type: ignore[arg-type]
-    view.add_ddl(ddl)
-    if create:
-        view.create_table()
-    return view  # type: ignore[no-any-return]

@@ -43,6 +43,7 @@ from ledger.errors import (
 )
 from ledger.ids import object_id
 from ledger.payouts import PENDING_STATUS
+from projections import queries
 from workers.context import Context, get_context
 
 log = logging.getLogger("sluice.workers")
@@ -322,14 +323,7 @@ def sweep_body(
     """The safety net for lost, expired or dead-lettered messages: pending payouts never
     submitted to Stripe are submitted again; due webhook events get a fold pass."""
     cutoff = ctx.ledger.clock() - older_than
-    micros = int(cutoff.timestamp()) * 1_000_000 + cutoff.microsecond
-    with ctx.view.read() as tx:
-        tx.execute(
-            "SELECT id FROM rm_payouts WHERE status = 'pending' AND created <= %s"
-            " ORDER BY created LIMIT %s",
-            (micros, SWEEP_BATCH_MAX),
-        )
-        candidates = [str(r["id"]) for r in tx.all()]
+    candidates = queries.pending_payouts_before(ctx.view, cutoff, SWEEP_BATCH_MAX)
     resubmitted = []
     for payout_id in candidates:
         payout = ctx.ledger.get_payout(payout_id)

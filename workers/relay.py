@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from adapters import deadlines
+from adapters import deadlines, sql_store
 from adapters.settings import Settings
 from ledger.application import Ledger
 from ledger.payouts import Payout
@@ -28,10 +28,6 @@ from workers.singleton import RELAY_LOCK, Singleton
 
 log = logging.getLogger("sluice.workers")
 
-RELAY_DDL = (
-    "CREATE TABLE IF NOT EXISTS sl_relay_position ("
-    " name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
-)
 CHECKPOINT_EVERY = 200  # events between position writes within one pass
 PASS_EVENTS_MAX = 10_000
 POLL_S = 0.5  # SQLite, or no notification
@@ -58,25 +54,15 @@ class Relay:
         self.publish = publish
         self.published = 0
         self.singleton = Singleton(settings, RELAY_LOCK)
-        with view.write(None) as tx:
-            for ddl in RELAY_DDL:
-                tx.execute(ddl)
+        sql_store.create_relay_table(view)
 
     # Position ---------------------------------------------------------------------------------
 
     def position(self) -> int:
-        with self.view.read() as tx:
-            tx.execute("SELECT position FROM sl_relay_position WHERE name = %s", (self.name,))
-            row = tx.one()
-        return int(row["position"]) if row else 0
+        return sql_store.relay_position(self.view, self.name)
 
     def set_position(self, position: int) -> None:
-        with self.view.write(None) as tx:
-            tx.execute(
-                "INSERT INTO sl_relay_position (name, position) VALUES (%s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (self.name, position),
-            )
+        sql_store.set_relay_position(self.view, self.name, position)
 
     # Publishing -------------------------------------------------------------------------------
 

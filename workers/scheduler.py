@@ -23,6 +23,7 @@ from typing import Any
 from adapters import deadlines
 from adapters.settings import Settings
 from ledger.application import Ledger
+from projections import queries
 from projections.store import ReadModel
 from workers.actors import send
 from workers.singleton import SCHEDULER_LOCK, Singleton
@@ -30,14 +31,6 @@ from workers.singleton import SCHEDULER_LOCK, Singleton
 log = logging.getLogger("sluice.workers")
 
 TICK_S = 10.0
-
-
-def _micros(at: datetime) -> int:
-    return int(at.timestamp()) * 1_000_000 + at.microsecond
-
-
-def _instant(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
 
 
 class Scheduler:
@@ -60,31 +53,17 @@ class Scheduler:
     def tick(self, now: datetime | None = None) -> dict[str, int]:
         now = now or self.clock()
         counts = {"release_due": 0, "evaluate_payout": 0}
-        with self.view.read() as tx:
-            tx.execute(
-                "SELECT account_id, currency, MAX(available_on) AS until"
-                " FROM rm_balance_transactions WHERE status = 'pending' AND available_on <= %s"
-                " GROUP BY account_id, currency ORDER BY account_id, currency",
-                (_micros(now),),
-            )
-            due = tx.all()
-            tx.execute(
-                "SELECT account_id, currency FROM rm_balances WHERE available > 0"
-                " ORDER BY account_id, currency"
-            )
-            funded = tx.all()
-        for row in due:
-            until = _instant(int(row["until"])).isoformat()
-            self.publish("release_due", row["account_id"], row["currency"], until)
+        for account_id, currency, until in queries.due_releases(self.view, now):
+            self.publish("release_due", account_id, currency, until.isoformat())
             counts["release_due"] += 1
         slot = now.astimezone(UTC).date().isoformat()
-        for row in funded:
-            account = self.ledger.get_account(row["account_id"])
+        for account_id, currency in queries.funded_balances(self.view):
+            account = self.ledger.get_account(account_id)
             if account is None or account.kind != "connected" or account.closed:
                 continue
             if account.schedule.get("interval") == "manual":
                 continue
-            self.publish("evaluate_payout", row["account_id"], row["currency"], slot)
+            self.publish("evaluate_payout", account_id, currency, slot)
             counts["evaluate_payout"] += 1
         self.publish("process_inbox")
         self.publish("sweep")
