@@ -151,6 +151,7 @@ class Payment(Aggregate):
         """How the charge is to be routed to sellers (an intent: no money moves yet). The
         transfers it asks for are made at Stripe by the edge and recorded as they happen."""
 
+        payment_id: str
         parts: list[list[str | int]]  # [[account_id, amount_minor], …] in the rule's order
         effective_at: datetime
 
@@ -308,6 +309,7 @@ class Payment(Aggregate):
             raise InvalidTransitionError(f"{self.payment_id} is routed already", param="split")
         self.trigger_event(
             self.RoutingPlanned,
+            payment_id=self.payment_id,
             parts=[[account, amount] for account, amount in parts.items() if amount],
             effective_at=when.effective_at,
             timestamp=when.recorded_at,

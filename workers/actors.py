@@ -14,7 +14,6 @@ are re-raised as ``TransientError`` and retried within explicit bounds.
 
 from __future__ import annotations
 
-import calendar
 import contextvars
 import logging
 import os
@@ -31,6 +30,8 @@ from adapters import deadlines
 from adapters.stripe import inbox
 from adapters.stripe.folding import SLUICE_PAYOUT_METADATA_KEY, Folder
 from adapters.stripe.gateway import GatewayError
+from adapters.stripe.routing import Router
+from ledger import payout_policy
 from ledger.errors import (
     ConcurrencyError,
     IdempotencyConflictError,
@@ -41,7 +42,6 @@ from ledger.errors import (
     PayoutsDisabledError,
     SluiceError,
 )
-from ledger.ids import object_id
 from ledger.payouts import PENDING_STATUS
 from projections import queries
 from workers.context import Context, get_context
@@ -104,6 +104,14 @@ ACTOR_OPTIONS: dict[str, dict[str, Any]] = {
         "max_age": 12 * HOUR_MS,
         "time_limit": 5 * MINUTE_MS,
     },
+    "route_payment": {
+        "queue_name": PAYOUTS_QUEUE,
+        "max_retries": 8,
+        "min_backoff": 2_000,
+        "max_backoff": 10 * MINUTE_MS,
+        "max_age": 12 * HOUR_MS,
+        "time_limit": 5 * MINUTE_MS,
+    },
     "sweep": {
         "queue_name": LEDGER_QUEUE,
         "max_retries": 2,
@@ -115,26 +123,9 @@ ACTOR_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-# Schedules ------------------------------------------------------------------------------------
-
-
-def payout_due(schedule: dict[str, Any], slot: date) -> bool:
-    """Whether ``slot`` (a day) is a payout day: daily every day, weekly on the anchor weekday,
-    monthly on the anchor day (clamped to the month's last day), manual never."""
-    interval = schedule.get("interval")
-    if interval == "daily":
-        return True
-    if interval == "weekly":
-        return slot.strftime("%A").lower() == schedule.get("weekly_anchor")
-    if interval == "monthly":
-        anchor = int(schedule.get("monthly_anchor") or 0)
-        last = calendar.monthrange(slot.year, slot.month)[1]
-        return anchor > 0 and slot.day == min(anchor, last)
-    return False
-
-
-def payout_id_for(account_id: str, currency: str, slot: str) -> str:
-    return object_id("po", account_id, currency, slot)
+# Schedules: when a payout is due is the ledger's policy (``ledger.payout_policy``).
+payout_due = payout_policy.payout_due
+payout_id_for = payout_policy.payout_id_for
 
 
 def message_id(*parts: str) -> str:
@@ -161,7 +152,9 @@ def process_inbox_body(ctx: Context) -> dict[str, int]:
     with ctx.advisory_lock("sluice:inbox", wait=False) as held:
         if not held:
             return {"skipped": 1}
-        report = Folder(ctx.ledger, ctx.gateway, ctx.settings).process(ctx.view)
+        # Routing plans the fold records are carried out by route_payment (the relay sends it).
+        folder = Folder(ctx.ledger, ctx.gateway, ctx.settings, route_inline=False)
+        report = folder.process(ctx.view)
     return {"processed": report.processed, "parked": report.parked, "failed": report.failed}
 
 
@@ -180,52 +173,51 @@ def release_due_body(ctx: Context, account_id: str, currency: str, until_iso: st
     return result.ids.get("entry")
 
 
-def evaluate_payout_body(
-    ctx: Context, account_id: str, currency: str, slot: str, enqueue: Callable[[str], None]
-) -> str | None:
-    """Requests the slot's payout if the schedule says so; returns its id (None: nothing due).
-    The payout id and key derive from (account, currency, slot): a slot pays at most once."""
-    payout_id = payout_id_for(account_id, currency, slot)
+def evaluate_payout_body(ctx: Context, account_id: str, currency: str, slot: str) -> str | None:
+    """Load → decide → request: the slot's payout if the ledger's policy calls for one; returns
+    its id (None: nothing due). The relay publishes its submission (the outbox), once recorded."""
     with ctx.advisory_lock(f"sluice:slot:{account_id}:{currency}:{slot}"):
-        existing = ctx.ledger.get_payout(payout_id)
-        if existing is None:
-            account = ctx.ledger.get_account(account_id)
-            if account is None or account.closed or account.kind != "connected":
-                return None
-            if currency != account.default_currency:
-                # Payouts go to the bank account in the account's currency; other currencies
-                # stay in the balance (Stripe would refuse: no external account in it).
-                return None
-            if not payout_due(account.schedule, date.fromisoformat(slot)):
-                return None
-            if not account.payouts_enabled or account.external_account_status == "errored":
-                log.info("payouts paused on %s (%s)", account_id, account.external_account_status)
-                return None
-            balance = ctx.ledger.get_balance(account_id, currency)
-            available = balance.available_minor if balance is not None else 0
-            minimum = max(int(account.schedule.get("minimum_minor", {}).get(currency, 0)), 1)
-            if available < minimum:
-                return None
-            try:
-                _transient(
-                    lambda: ctx.ledger.request_payout(
-                        idempotency_key=f"payout:{account_id}:{currency}:{slot}",
-                        account_id=account_id,
-                        currency=currency,
-                        amount_minor=available,
-                        payout_id=payout_id,
-                    )
+        if ctx.ledger.get_payout(payout_id_for(account_id, currency, slot)) is not None:
+            return payout_id_for(account_id, currency, slot)  # the slot was paid already
+        decision = payout_policy.decide_payout(
+            ctx.ledger.get_account(account_id),
+            ctx.ledger.get_balance(account_id, currency),
+            currency,
+            date.fromisoformat(slot),
+        )
+        if not decision.pay:
+            if decision.reason == payout_policy.PAUSED:
+                log.info("payouts paused on %s", account_id)
+            return None
+        try:
+            _transient(
+                lambda: ctx.ledger.request_payout(
+                    idempotency_key=f"payout:{account_id}:{currency}:{slot}",
+                    account_id=account_id,
+                    currency=currency,
+                    amount_minor=decision.amount_minor,
+                    payout_id=decision.payout_id,
                 )
-            except (PayoutsDisabledError, InsufficientFundsError) as why:
-                log.info("no payout for %s %s %s: %s", account_id, currency, slot, why)
-                return None
-            except (IdempotencyConflictError, InvalidParameterError):
-                # Another evaluation of the same slot won (it saw another amount): that payout
-                # stands; fall through to submitting it.
-                if ctx.ledger.get_payout(payout_id) is None:
-                    raise
-    enqueue(payout_id)
-    return payout_id
+            )
+        except (PayoutsDisabledError, InsufficientFundsError) as why:
+            log.info("no payout for %s %s %s: %s", account_id, currency, slot, why)
+            return None
+        except (IdempotencyConflictError, InvalidParameterError):
+            # Another evaluation of the same slot won (it saw another amount): that stands.
+            if ctx.ledger.get_payout(decision.payout_id) is None:
+                raise
+    return decision.payout_id
+
+
+def route_payment_body(ctx: Context, payment_id: str) -> list[str]:
+    """Carries out a payment's recorded routing plan at Stripe (``adapters.stripe.routing``):
+    duplicates wait on the payment's lock; a retry finds what Stripe already made."""
+    folder = Folder(ctx.ledger, ctx.gateway, ctx.settings, route_inline=False)
+    with ctx.advisory_lock(f"sluice:route:{payment_id}"):
+        made: list[str] = _transient(
+            lambda: Router(ctx.ledger, ctx.gateway, folder).route(payment_id)
+        )
+    return made
 
 
 def _requested_at(payout: Any) -> datetime | None:
@@ -418,9 +410,10 @@ def setup(broker: dramatiq.Broker, queue_prefix: str = "") -> dict[str, dramatiq
         release_due_body(get_context(), account_id, currency, until_iso)
 
     def evaluate_payout(account_id: str, currency: str, slot: str) -> None:
-        evaluate_payout_body(
-            get_context(), account_id, currency, slot, lambda pid: send("submit_payout", pid)
-        )
+        evaluate_payout_body(get_context(), account_id, currency, slot)
+
+    def route_payment(payment_id: str) -> None:
+        route_payment_body(get_context(), payment_id)
 
     def submit_payout(payout_id: str) -> None:
         submit_payout_body(get_context(), payout_id)
@@ -433,7 +426,7 @@ def setup(broker: dramatiq.Broker, queue_prefix: str = "") -> dict[str, dramatiq
         )
 
     declared: dict[str, dramatiq.Actor[Any, Any]] = {}
-    for fn in (process_inbox, release_due, evaluate_payout, submit_payout, sweep):
+    for fn in (process_inbox, release_due, evaluate_payout, submit_payout, route_payment, sweep):
         options = dict(ACTOR_OPTIONS[fn.__name__])
         options["queue_name"] = queue_prefix + options["queue_name"]
         declared[fn.__name__] = dramatiq.actor(

@@ -23,8 +23,10 @@ from ledger.balances import Balance
 from projections.store import ReadModel
 from workers.actors import payout_id_for, queue_names, send, setup
 from workers.context import Context, set_context
+from workers.relay import Relay
 
 WORKER_THREADS = 4
+JOIN_ROUNDS = 4  # evaluate → (relay) submit → (fold) → settled: each round drains one hop
 
 
 @dataclass
@@ -32,10 +34,13 @@ class Embedded:
     broker: StubBroker
     worker: Worker
     context: Context
+    relay: Relay
 
     def join(self) -> None:
-        """Waits until every queue is drained (re-raises a dead-lettered message's error)."""
-        for _ in range(3):  # actors enqueue follow-ups on other queues: settle a few rounds
+        """Waits until every queue is drained and the relay has published what the new events
+        call for (re-raises a dead-lettered message's error)."""
+        for _ in range(JOIN_ROUNDS):  # work leads to events leads to work: settle a few rounds
+            self.relay.run_once()
             for queue in queue_names():
                 self.broker.join(queue, fail_fast=True)
             self.worker.join()
@@ -66,8 +71,10 @@ def run_embedded(
     previous = set_context(context)
     worker = Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
+    # The embedded outbox: its own position, so it never moves a production relay's.
+    relay = Relay(context.ledger, context.view, settings, name="embedded", publish=send)
     try:
-        yield Embedded(broker, worker, context)
+        yield Embedded(broker, worker, context, relay)
     finally:
         worker.stop()
         broker.close()

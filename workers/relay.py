@@ -21,6 +21,7 @@ from typing import Any
 from adapters import deadlines, sql_store
 from adapters.settings import Settings
 from ledger.application import Ledger
+from ledger.payments import Payment
 from ledger.payouts import Payout
 from projections.store import ReadModel
 from workers.actors import message_id, send
@@ -68,6 +69,14 @@ class Relay:
 
     def messages_for(self, position: int, event: Any) -> list[tuple[str, tuple[Any, ...], str]]:
         """(actor, args, message id) for one event."""
+        if isinstance(event, Payment.RoutingPlanned):
+            return [
+                (
+                    "route_payment",
+                    (event.payment_id,),
+                    message_id("relay", str(position), "route_payment"),
+                )
+            ]
         if isinstance(event, Payout.Requested):
             return [
                 (
