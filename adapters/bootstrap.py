@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.audit_log import AUDIT_DDL
 from adapters.keys import KEYS_DDL
 from adapters.persistence import (
     ensure_postgres_schema,
@@ -65,7 +66,7 @@ def read_model(
     settings = settings or Settings()
     view = open_read_model(
         ledger_env(settings, create_tables=create_tables, role=role),
-        (*ALL_DDL, *KEYS_DDL, *INBOX_DDL),
+        (*ALL_DDL, *KEYS_DDL, *INBOX_DDL, *AUDIT_DDL),
     )
     guard_postgres(getattr(view, "datastore", None), settings, role)
     return view

@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from adapters.bootstrap import bootstrap, follow_log, read_model
-from adapters.http import errors, reads, webhooks, writes
+from adapters.http import errors, proofs, reads, webhooks, writes
 from adapters.http.auth import Authenticate, authorize, authorize_late
 from adapters.http.guards import RequestDeadline
 from adapters.http.support import Sluice, reject_unknown_query
@@ -124,7 +124,7 @@ def create_app(
     # Outermost last: the deadline covers everything; authentication comes before any body is
     # read; the body limit stops reading at BODY_SIZE_MAX.
     app.add_middleware(errors.BodyLimit, max_bytes=BODY_SIZE_MAX)
-    routers = (reads.public_router, webhooks.router, reads.router, writes.router)
+    routers = (reads.public_router, webhooks.router, reads.router, proofs.router, writes.router)
     api_routes = [route for router in routers for route in router.routes]
     app.add_middleware(Authenticate, fastapi_app=app, routes=api_routes)
     app.add_middleware(RequestDeadline, budget_s=settings.http_request_timeout_s)
@@ -132,7 +132,8 @@ def create_app(
     guarded = [Depends(authorize), Depends(reject_unknown_query)]
     app.include_router(reads.public_router)
     app.include_router(webhooks.router, dependencies=[Depends(authorize)])
-    app.include_router(reads.router, dependencies=guarded, responses=errors.COMMON_ERRORS)
+    for read_router in (reads.router, proofs.router):
+        app.include_router(read_router, dependencies=guarded, responses=errors.COMMON_ERRORS)
     app.include_router(
         writes.router,
         dependencies=guarded,

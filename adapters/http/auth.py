@@ -85,6 +85,10 @@ POLICY: dict[str, Access] = {
     # Audit: admin and auditor.
     "audit_balances": _access(ADMIN, AUDITOR),
     "audit_events": _access(ADMIN, AUDITOR),
+    "audit_checkpoints": _access(ADMIN, AUDITOR),
+    "audit_inclusion_proof": _access(ADMIN, AUDITOR),
+    "audit_account_proof": _access(ADMIN, AUDITOR),
+    "audit_consistency_proof": _access(ADMIN, AUDITOR),
 }
 
 bearer = HTTPBearer(auto_error=False, description="API key: Authorization: Bearer sk_sluice_…")

@@ -1055,6 +1055,10 @@ retrieve_statement         200 200 200 200 404
 retrieve_revenue           200 200 200 403 403
 audit_balances             200 403 200 403 403
 audit_events               200 403 200 403 403
+audit_checkpoints          200 403 200 403 403
+audit_inclusion_proof      404 403 404 403 403
+audit_account_proof        404 403 404 403 403
+audit_consistency_proof    404 403 404 403 403
 stripe_webhook             400 400 400 400 400
 """
 
@@ -1121,6 +1125,11 @@ def _matrix_requests(env: Env, world: World) -> dict[str, tuple[str, str, Any]]:
         "retrieve_revenue": ("GET", "/v1/revenue?from=2026-01-01&to=2026-02-01", None),
         "audit_balances": ("GET", "/v1/audit/balances/acct_a", None),
         "audit_events": ("GET", "/v1/audit/events?limit=3", None),
+        # No checkpoint is made here: the proofs answer 404 to whoever may ask for them.
+        "audit_checkpoints": ("GET", "/v1/audit/checkpoints", None),
+        "audit_inclusion_proof": ("GET", "/v1/audit/proofs/inclusion?position=1", None),
+        "audit_account_proof": ("GET", "/v1/audit/proofs/accounts/acct_a", None),
+        "audit_consistency_proof": ("GET", "/v1/audit/proofs/consistency?first=1&second=2", None),
         "stripe_webhook": ("POST", "/webhooks/stripe", {"id": "evt_unsigned"}),
     }
 
