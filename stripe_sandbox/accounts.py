@@ -9,7 +9,7 @@ from typing import Any
 from stripe_sandbox.errors import StripeApiError, bad_param, invalid, missing
 from stripe_sandbox.forms import Params, merge_metadata
 from stripe_sandbox.settings import PAYOUT_INTERVALS
-from stripe_sandbox.store import Ctx, Obj, SandboxCore, require_platform
+from stripe_sandbox.store import Ctx, Handler, Obj, SandboxCore, require_platform
 
 # Legacy `type` → controller properties (reference §5.1; Standard/Express/Custom mapping).
 LEGACY_CONTROLLERS = {
@@ -559,3 +559,36 @@ class AccountsMixin(SandboxCore):
             if bank["currency"] == currency and bank["default_for_currency"]:
                 return bank
         return None
+
+
+# The /v1 routes this resource serves: (method, path template, handler(state, ctx, params, **path)).
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/v1/account", lambda st, c, p: st.retrieve_account(c, None)),
+    ("POST", "/v1/accounts", AccountsMixin.create_account),
+    ("GET", "/v1/accounts", AccountsMixin.list_accounts),
+    (
+        "GET",
+        "/v1/accounts/{account}",
+        lambda st, c, p, account: st.retrieve_account(c, account),
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}",
+        lambda st, c, p, account: st.update_account(c, account, p),
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/external_accounts",
+        lambda st, c, p, account: st.create_external_account(c, account, p),
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/external_accounts",
+        lambda st, c, p, account: st.list_external_accounts(c, account, p),
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/external_accounts/{bank}",
+        lambda st, c, p, account, bank: st.retrieve_external_account(c, account, bank),
+    ),
+]

@@ -13,7 +13,6 @@ import binascii
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,18 +23,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from stripe_sandbox import accounts, disputes, payments, payouts, state, transfers, webhooks
 from stripe_sandbox.errors import StripeApiError, bad_param, invalid, unauthorized
 from stripe_sandbox.forms import Params, parse_pairs
 from stripe_sandbox.state import SandboxState
-from stripe_sandbox.store import Ctx, Obj, RequestInfo
+from stripe_sandbox.store import Ctx, Handler, Obj, RequestInfo
 
 log = logging.getLogger("sluice.stripe_sandbox")
 
 BODY_SIZE_MAX = 1_000_000
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
 EXPAND_DEPTH_MAX = 4
-
-Handler = Callable[..., Any]
 
 
 @dataclass
@@ -61,165 +59,19 @@ def _compile(template: str) -> re.Pattern[str]:
 
 
 def _api_routes() -> list[ApiRoute]:
-    s = SandboxState
-    table: list[tuple[str, str, Handler]] = [
-        ("GET", "/v1/account", lambda st, c, p: st.retrieve_account(c, None)),
-        ("POST", "/v1/accounts", s.create_account),
-        ("GET", "/v1/accounts", s.list_accounts),
-        (
-            "GET",
-            "/v1/accounts/{account}",
-            lambda st, c, p, account: st.retrieve_account(c, account),
-        ),
-        (
-            "POST",
-            "/v1/accounts/{account}",
-            lambda st, c, p, account: st.update_account(c, account, p),
-        ),
-        (
-            "POST",
-            "/v1/accounts/{account}/external_accounts",
-            lambda st, c, p, account: st.create_external_account(c, account, p),
-        ),
-        (
-            "GET",
-            "/v1/accounts/{account}/external_accounts",
-            lambda st, c, p, account: st.list_external_accounts(c, account, p),
-        ),
-        (
-            "GET",
-            "/v1/accounts/{account}/external_accounts/{bank}",
-            lambda st, c, p, account, bank: st.retrieve_external_account(c, account, bank),
-        ),
-        ("POST", "/v1/payment_intents", s.create_payment_intent),
-        ("GET", "/v1/payment_intents", s.list_payment_intents),
-        (
-            "GET",
-            "/v1/payment_intents/{intent}",
-            lambda st, c, p, intent: st.retrieve_payment_intent(c, intent),
-        ),
-        (
-            "POST",
-            "/v1/payment_intents/{intent}",
-            lambda st, c, p, intent: st.update_payment_intent(c, intent, p),
-        ),
-        (
-            "POST",
-            "/v1/payment_intents/{intent}/confirm",
-            lambda st, c, p, intent: st.confirm_payment_intent(c, intent, p),
-        ),
-        (
-            "POST",
-            "/v1/payment_intents/{intent}/cancel",
-            lambda st, c, p, intent: st.cancel_payment_intent(c, intent, p),
-        ),
-        ("GET", "/v1/charges", s.list_charges),
-        ("GET", "/v1/charges/{charge}", lambda st, c, p, charge: st.retrieve_charge(c, charge)),
-        ("GET", "/v1/balance", s.retrieve_balance),
-        ("GET", "/v1/balance_transactions", s.list_balance_transactions),
-        (
-            "GET",
-            "/v1/balance_transactions/{bt}",
-            lambda st, c, p, bt: st.retrieve_balance_transaction(c, bt),
-        ),
-        ("POST", "/v1/transfers", s.create_transfer),
-        ("GET", "/v1/transfers", s.list_transfers),
-        (
-            "GET",
-            "/v1/transfers/{transfer}",
-            lambda st, c, p, transfer: st.retrieve_transfer(c, transfer),
-        ),
-        (
-            "POST",
-            "/v1/transfers/{transfer}/reversals",
-            lambda st, c, p, transfer: st.create_reversal(c, transfer, p),
-        ),
-        (
-            "GET",
-            "/v1/transfers/{transfer}/reversals",
-            lambda st, c, p, transfer: st.list_reversals(c, transfer, p),
-        ),
-        (
-            "GET",
-            "/v1/transfers/{transfer}/reversals/{reversal}",
-            lambda st, c, p, transfer, reversal: st.retrieve_reversal(c, transfer, reversal),
-        ),
-        ("POST", "/v1/refunds", s.create_refund),
-        ("GET", "/v1/refunds", s.list_refunds),
-        ("GET", "/v1/refunds/{refund}", lambda st, c, p, refund: st.retrieve_refund(c, refund)),
-        ("GET", "/v1/application_fees", s.list_application_fees),
-        (
-            "GET",
-            "/v1/application_fees/{fee}",
-            lambda st, c, p, fee: st.retrieve_application_fee(c, fee),
-        ),
-        (
-            "POST",
-            "/v1/application_fees/{fee}/refunds",
-            lambda st, c, p, fee: st.create_application_fee_refund(c, fee, p),
-        ),
-        (
-            "GET",
-            "/v1/application_fees/{fee}/refunds",
-            lambda st, c, p, fee: st.list_application_fee_refunds(c, fee, p),
-        ),
-        (
-            "GET",
-            "/v1/application_fees/{fee}/refunds/{refund}",
-            lambda st, c, p, fee, refund: st.retrieve_application_fee_refund(c, fee, refund),
-        ),
-        ("POST", "/v1/payouts", s.create_payout),
-        ("GET", "/v1/payouts", s.list_payouts),
-        ("GET", "/v1/payouts/{payout}", lambda st, c, p, payout: st.retrieve_payout(c, payout)),
-        (
-            "POST",
-            "/v1/payouts/{payout}/cancel",
-            lambda st, c, p, payout: st.cancel_payout(c, payout, p),
-        ),
-        ("GET", "/v1/disputes", s.list_disputes),
-        (
-            "GET",
-            "/v1/disputes/{dispute}",
-            lambda st, c, p, dispute: st.retrieve_dispute(c, dispute),
-        ),
-        (
-            "POST",
-            "/v1/disputes/{dispute}",
-            lambda st, c, p, dispute: st.update_dispute(c, dispute, p),
-        ),
-        (
-            "POST",
-            "/v1/disputes/{dispute}/close",
-            lambda st, c, p, dispute: st.close_dispute(c, dispute, p),
-        ),
-        ("POST", "/v1/topups", s.create_topup),
-        ("GET", "/v1/topups", s.list_topups),
-        ("GET", "/v1/topups/{topup}", lambda st, c, p, topup: st.retrieve_topup(c, topup)),
-        ("GET", "/v1/events", s.list_events),
-        ("GET", "/v1/events/{event}", lambda st, c, p, event: st.retrieve_event(c, event)),
-        (
-            "POST",
-            "/v1/webhook_endpoints",
-            lambda st, c, p: st.render_new_endpoint(st.create_webhook_endpoint(c, p)),
-        ),
-        ("GET", "/v1/webhook_endpoints", s.list_webhook_endpoints),
-        (
-            "GET",
-            "/v1/webhook_endpoints/{endpoint}",
-            lambda st, c, p, endpoint: st.retrieve_webhook_endpoint(c, endpoint),
-        ),
-        (
-            "POST",
-            "/v1/webhook_endpoints/{endpoint}",
-            lambda st, c, p, endpoint: st.update_webhook_endpoint(c, endpoint, p),
-        ),
-        (
-            "DELETE",
-            "/v1/webhook_endpoints/{endpoint}",
-            lambda st, c, p, endpoint: st.delete_webhook_endpoint(c, endpoint),
-        ),
+    """Stripe's /v1 paths: each resource module keeps the table of the routes it serves."""
+    tables = (
+        accounts.ROUTES,
+        payments.ROUTES,
+        state.ROUTES,
+        transfers.ROUTES,
+        payouts.ROUTES,
+        disputes.ROUTES,
+        webhooks.ROUTES,
+    )
+    return [
+        ApiRoute(method, _compile(path), handler) for t in tables for method, path, handler in t
     ]
-    return [ApiRoute(method, _compile(path), handler) for method, path, handler in table]
 
 
 API_ROUTES = _api_routes()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from stripe_sandbox.errors import bad_param, invalid
 from stripe_sandbox.forms import Params, merge_metadata
 from stripe_sandbox.settings import DAY_S
-from stripe_sandbox.store import Ctx, Obj, SandboxCore, fee_detail
+from stripe_sandbox.store import Ctx, Handler, Obj, SandboxCore, fee_detail
 
 EVIDENCE_FIELDS = (
     "access_activity_log",
@@ -232,3 +232,24 @@ class DisputesMixin(SandboxCore):
                 else:
                     changed[key] = before[key]
         return changed
+
+
+# The /v1 routes this resource serves: (method, path template, handler(state, ctx, params, **path)).
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/v1/disputes", DisputesMixin.list_disputes),
+    (
+        "GET",
+        "/v1/disputes/{dispute}",
+        lambda st, c, p, dispute: st.retrieve_dispute(c, dispute),
+    ),
+    (
+        "POST",
+        "/v1/disputes/{dispute}",
+        lambda st, c, p, dispute: st.update_dispute(c, dispute, p),
+    ),
+    (
+        "POST",
+        "/v1/disputes/{dispute}/close",
+        lambda st, c, p, dispute: st.close_dispute(c, dispute, p),
+    ),
+]

@@ -24,7 +24,7 @@ from stripe_sandbox.errors import (
 )
 from stripe_sandbox.forms import Params, merge_metadata
 from stripe_sandbox.ids import token
-from stripe_sandbox.store import Ctx, Obj, SandboxCore, fee_detail, round_half_up
+from stripe_sandbox.store import Ctx, Handler, Obj, SandboxCore, fee_detail, round_half_up
 
 
 @dataclass(frozen=True)
@@ -974,3 +974,56 @@ class PaymentsMixin(SandboxCore):
                 code="charge_disputed",
             )
         return charge
+
+
+# The /v1 routes this resource serves: (method, path template, handler(state, ctx, params, **path)).
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/v1/payment_intents", PaymentsMixin.create_payment_intent),
+    ("GET", "/v1/payment_intents", PaymentsMixin.list_payment_intents),
+    (
+        "GET",
+        "/v1/payment_intents/{intent}",
+        lambda st, c, p, intent: st.retrieve_payment_intent(c, intent),
+    ),
+    (
+        "POST",
+        "/v1/payment_intents/{intent}",
+        lambda st, c, p, intent: st.update_payment_intent(c, intent, p),
+    ),
+    (
+        "POST",
+        "/v1/payment_intents/{intent}/confirm",
+        lambda st, c, p, intent: st.confirm_payment_intent(c, intent, p),
+    ),
+    (
+        "POST",
+        "/v1/payment_intents/{intent}/cancel",
+        lambda st, c, p, intent: st.cancel_payment_intent(c, intent, p),
+    ),
+    ("GET", "/v1/charges", PaymentsMixin.list_charges),
+    ("GET", "/v1/charges/{charge}", lambda st, c, p, charge: st.retrieve_charge(c, charge)),
+    ("POST", "/v1/refunds", PaymentsMixin.create_refund),
+    ("GET", "/v1/refunds", PaymentsMixin.list_refunds),
+    ("GET", "/v1/refunds/{refund}", lambda st, c, p, refund: st.retrieve_refund(c, refund)),
+    ("GET", "/v1/application_fees", PaymentsMixin.list_application_fees),
+    (
+        "GET",
+        "/v1/application_fees/{fee}",
+        lambda st, c, p, fee: st.retrieve_application_fee(c, fee),
+    ),
+    (
+        "POST",
+        "/v1/application_fees/{fee}/refunds",
+        lambda st, c, p, fee: st.create_application_fee_refund(c, fee, p),
+    ),
+    (
+        "GET",
+        "/v1/application_fees/{fee}/refunds",
+        lambda st, c, p, fee: st.list_application_fee_refunds(c, fee, p),
+    ),
+    (
+        "GET",
+        "/v1/application_fees/{fee}/refunds/{refund}",
+        lambda st, c, p, fee, refund: st.retrieve_application_fee_refund(c, fee, refund),
+    ),
+]

@@ -26,6 +26,7 @@ from stripe_sandbox.settings import DAY_S
 from stripe_sandbox.store import (
     SOURCE_TYPES,
     Ctx,
+    Handler,
     Obj,
     SandboxCore,
     range_matches,
@@ -422,3 +423,19 @@ def _is_payout_day(schedule: Obj, day: int) -> bool:
         last_day = calendar.monthrange(date.year, date.month)[1]
         return date.day == min(schedule["monthly_anchor"] or 1, last_day)
     return False
+
+
+# The /v1 routes this resource serves: (method, path template, handler(state, ctx, params, **path)).
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/v1/payouts", PayoutsMixin.create_payout),
+    ("GET", "/v1/payouts", PayoutsMixin.list_payouts),
+    ("GET", "/v1/payouts/{payout}", lambda st, c, p, payout: st.retrieve_payout(c, payout)),
+    (
+        "POST",
+        "/v1/payouts/{payout}/cancel",
+        lambda st, c, p, payout: st.cancel_payout(c, payout, p),
+    ),
+    ("POST", "/v1/topups", PayoutsMixin.create_topup),
+    ("GET", "/v1/topups", PayoutsMixin.list_topups),
+    ("GET", "/v1/topups/{topup}", lambda st, c, p, topup: st.retrieve_topup(c, topup)),
+]

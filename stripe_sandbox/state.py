@@ -16,7 +16,7 @@ from stripe_sandbox.forms import Params
 from stripe_sandbox.payments import PaymentsMixin
 from stripe_sandbox.payouts import PayoutsMixin
 from stripe_sandbox.settings import DAY_S, SandboxSettings
-from stripe_sandbox.store import Ctx, Obj
+from stripe_sandbox.store import Ctx, Handler, Obj
 from stripe_sandbox.transfers import TransfersMixin
 from stripe_sandbox.webhooks import Outgoing, WebhooksMixin, post
 
@@ -184,3 +184,15 @@ class SandboxState(
     def _count(totals: dict[str, int], counts: dict[str, int]) -> None:
         for key, value in counts.items():
             totals[key] += value
+
+
+# The /v1 routes this resource serves: (method, path template, handler(state, ctx, params, **path)).
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/v1/balance", SandboxState.retrieve_balance),
+    ("GET", "/v1/balance_transactions", SandboxState.list_balance_transactions),
+    (
+        "GET",
+        "/v1/balance_transactions/{bt}",
+        lambda st, c, p, bt: st.retrieve_balance_transaction(c, bt),
+    ),
+]

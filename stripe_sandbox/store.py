@@ -73,6 +73,10 @@ class Ctx:
         return self.scope == self.platform_id
 
 
+# A route handler: (state, ctx, params, **path arguments) → the response object.
+Handler = Callable[..., Any]
+
+
 def fee_detail(
     amount: int, currency: str, type_: str, description: str, application: str | None = None
 ) -> Obj:

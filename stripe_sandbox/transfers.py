@@ -13,6 +13,7 @@ from stripe_sandbox.forms import Params, merge_metadata
 from stripe_sandbox.store import (
     SOURCE_TYPES,
     Ctx,
+    Handler,
     Obj,
     SandboxCore,
     fee_detail,
@@ -341,3 +342,30 @@ class TransfersMixin(SandboxCore):
             share = min(remaining, round_half_up(amount * fee["amount"], transfer["amount"]))
         if share > 0:
             self.refund_application_fee(fee, share, {})
+
+
+# The /v1 routes this resource serves: (method, path template, handler(state, ctx, params, **path)).
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/v1/transfers", TransfersMixin.create_transfer),
+    ("GET", "/v1/transfers", TransfersMixin.list_transfers),
+    (
+        "GET",
+        "/v1/transfers/{transfer}",
+        lambda st, c, p, transfer: st.retrieve_transfer(c, transfer),
+    ),
+    (
+        "POST",
+        "/v1/transfers/{transfer}/reversals",
+        lambda st, c, p, transfer: st.create_reversal(c, transfer, p),
+    ),
+    (
+        "GET",
+        "/v1/transfers/{transfer}/reversals",
+        lambda st, c, p, transfer: st.list_reversals(c, transfer, p),
+    ),
+    (
+        "GET",
+        "/v1/transfers/{transfer}/reversals/{reversal}",
+        lambda st, c, p, transfer, reversal: st.retrieve_reversal(c, transfer, reversal),
+    ),
+]

@@ -25,7 +25,7 @@ from typing import Any
 
 from stripe_sandbox.errors import bad_param, invalid
 from stripe_sandbox.forms import Params, merge_metadata
-from stripe_sandbox.store import Ctx, Obj, SandboxCore, require_platform
+from stripe_sandbox.store import Ctx, Handler, Obj, SandboxCore, require_platform
 
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 ATTEMPTS_KEPT_MAX = 10_000
@@ -322,3 +322,31 @@ def _checked_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise bad_param(f"Invalid URL: {url}", "url", "url_invalid")
     return url
+
+
+# The /v1 routes this resource serves: (method, path template, handler(state, ctx, params, **path)).
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/v1/events", WebhooksMixin.list_events),
+    ("GET", "/v1/events/{event}", lambda st, c, p, event: st.retrieve_event(c, event)),
+    (
+        "POST",
+        "/v1/webhook_endpoints",
+        lambda st, c, p: st.render_new_endpoint(st.create_webhook_endpoint(c, p)),
+    ),
+    ("GET", "/v1/webhook_endpoints", WebhooksMixin.list_webhook_endpoints),
+    (
+        "GET",
+        "/v1/webhook_endpoints/{endpoint}",
+        lambda st, c, p, endpoint: st.retrieve_webhook_endpoint(c, endpoint),
+    ),
+    (
+        "POST",
+        "/v1/webhook_endpoints/{endpoint}",
+        lambda st, c, p, endpoint: st.update_webhook_endpoint(c, endpoint, p),
+    ),
+    (
+        "DELETE",
+        "/v1/webhook_endpoints/{endpoint}",
+        lambda st, c, p, endpoint: st.delete_webhook_endpoint(c, endpoint),
+    ),
+]

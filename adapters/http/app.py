@@ -129,6 +129,13 @@ def create_app(
     app.add_middleware(Authenticate, fastapi_app=app, routes=api_routes)
     app.add_middleware(RequestDeadline, budget_s=settings.http_request_timeout_s)
     errors.install(app, authorize_late)
+    _include_routers(app)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _include_routers(app: FastAPI) -> None:
+    """Every route is authorized by its policy; the API's routes also refuse unknown queries."""
     guarded = [Depends(authorize), Depends(reject_unknown_query)]
     app.include_router(reads.public_router)
     app.include_router(webhooks.router, dependencies=[Depends(authorize)])
@@ -139,8 +146,6 @@ def create_app(
         dependencies=guarded,
         responses=errors.COMMON_ERRORS | errors.WRITE_ERRORS,
     )
-    app.openapi = _openapi(app)  # type: ignore[method-assign]
-    return app
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
