@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/sluice.db"
@@ -20,8 +20,35 @@ IDLE_IN_TRANSACTION_TIMEOUT_S = {"api": 10.0, "worker": 60.0, "projector": 60.0,
 POOL_WAIT_S = {"api": 5.0, "worker": 10.0, "projector": 10.0, "admin": 30.0}
 
 
+def key_livemode(api_key: str) -> bool | None:
+    """Live (True) or test (False) mode, as a Stripe secret or restricted key says; None when
+    the key says nothing (empty, or not a Stripe key)."""
+    for prefix, live in (("sk_live_", True), ("rk_live_", True), ("sk_test_", False)):
+        if api_key.startswith(prefix):
+            return live
+    return False if api_key.startswith("rk_test_") else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLUICE_", env_file=".env", extra="ignore")
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Settings:
+        from_key = key_livemode(self.stripe_api_key)
+        if from_key is not None and self.stripe_livemode not in (None, from_key):
+            mode = "live" if from_key else "test"
+            raise ValueError(
+                f"SLUICE_STRIPE_LIVEMODE={str(self.stripe_livemode).lower()} contradicts the "
+                f"{mode}-mode key in SLUICE_STRIPE_API_KEY: remove the setting or use a "
+                f"{'test' if from_key else 'live'}-mode key"
+            )
+        return self
+
+    @property
+    def livemode(self) -> bool:
+        """Which of Stripe's modes this Sluice books: the key's, else the setting, else test."""
+        from_key = key_livemode(self.stripe_api_key)
+        return from_key if from_key is not None else bool(self.stripe_livemode)
 
     # sqlite:///path (embedded default), postgresql://user@host:port/db[?schema=s], memory://
     database_url: str = DEFAULT_DATABASE_URL
@@ -57,7 +84,9 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str = ""  # whsec_…; comma-separated for several endpoints/rotation
     # Signatures older than this, or dated further than this in the future, are refused.
     stripe_webhook_tolerance_s: int = Field(default=300, ge=1, le=3600)
-    stripe_livemode: bool = False  # events of the other mode are stored and ignored
+    # The mode comes from the key (sk_live_/rk_live_ or sk_test_/rk_test_). Set this only to
+    # assert it: a setting the key contradicts refuses to start. Without a key: test mode.
+    stripe_livemode: bool | None = None
     stripe_platform_account_id: str | None = None  # Stripe's acct_ id of the platform
     stripe_timeout_s: float = Field(default=30, gt=0, le=120)
     stripe_max_network_retries: int = Field(default=3, ge=0, le=10)

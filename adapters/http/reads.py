@@ -179,6 +179,7 @@ def service_status(s: Ctx) -> Any:
     return JSONResponse(
         {
             "object": "status",
+            "livemode": s.settings.livemode,
             "head": head,
             "projector_running": bool(thread is not None and thread.is_alive()),
             "projections": projections,
@@ -206,7 +207,7 @@ def retrieve_account(account_id: AccountId, s: Ctx) -> Any:
         "payouts_enabled": account.payouts_enabled,
         "settings": {"payouts": {"schedule": {**schedule, "minimum_amount": dict(minimums)}}},
         "closed": account.closed,
-        "livemode": False,
+        "livemode": s.settings.livemode,
     }
 
 
@@ -219,7 +220,8 @@ def retrieve_account(account_id: AccountId, s: Ctx) -> Any:
 def retrieve_balance(account_id: AccountId, request: Request, s: Ctx) -> Any:
     _require_account(s, account_id)
     position = s.read_position(request, ["balances"])
-    return json_response(queries.balance(s.view, account_id), position)
+    balance = queries.balance(s.view, account_id) | {"livemode": s.settings.livemode}
+    return json_response(balance, position)
 
 
 @router.get(

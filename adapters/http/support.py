@@ -64,7 +64,8 @@ class Sluice:
         headers = {POSITION_HEADER: str(position)} if position is not None else {}
         if replayed:
             headers[REPLAYED_HEADER] = "true"
-        return JSONResponse({**body, "livemode": False, "position": position}, headers=headers)
+        body = {**body, "livemode": self.settings.livemode, "position": position}
+        return JSONResponse(body, headers=headers)
 
     def command_position(self, idempotency_key: str) -> int | None:
         """Log position of the event that accepted ``idempotency_key`` (None if never used)."""

@@ -160,7 +160,7 @@ class Folder:
         return report
 
     def fold(self, event: dict[str, Any]) -> str:
-        if bool(event.get("livemode")) != self.settings.stripe_livemode:
+        if bool(event.get("livemode")) != self.settings.livemode:
             raise Ignored("livemode mismatch")
         kind = str(event.get("type"))
         handler = self.handlers.get(kind)

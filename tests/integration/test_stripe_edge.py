@@ -829,13 +829,29 @@ def test_events_of_the_other_livemode_are_stored_and_ignored(
         assert inbox_rows(store.view)[live["id"]]["outcome"] == "livemode mismatch"
         assert store.ledger.get_payment(world.ids["dest_charge"]) is None
         assert store.ledger.journal_totals() == ({}, {})
-    # And the mirror image: a live-mode Sluice ignores the test-mode stream.
-    with fresh_store(postgres_url, **world.settings(), stripe_livemode=True) as store:
+    # And the mirror image: a live-mode Sluice (a live key decides) ignores the test stream.
+    with fresh_store(postgres_url, **(world.settings() | {"stripe_api_key": LIVE_KEY})) as store:
         store_events(store.view, world.events)
         report = store.folder(world.gateway()).process(store.view)
         assert report.processed == 0
         assert report.ignored == {"livemode mismatch": len(world.events)}
         assert store.ledger.journal_totals() == ({}, {})
+
+
+LIVE_KEY = "sk_live_" + "0" * 24  # decides the mode only: these tests fetch with the sandbox's
+
+
+@pytest.mark.postgres
+def test_a_live_key_configuration_folds_live_events(world: World, postgres_url: str) -> None:
+    """Going live records what Stripe reports: the mode comes from the key, not a setting."""
+    charge = world.of("charge.succeeded", world.ids["dest_charge"])[0]
+    live = {**charge, "id": charge["id"] + "live", "livemode": True}
+    with fresh_store(postgres_url, **(world.settings() | {"stripe_api_key": LIVE_KEY})) as store:
+        assert store.settings.livemode
+        store_events(store.view, [live])
+        report = store.folder(world.gateway()).process(store.view)
+        assert (report.processed, report.ignored) == (1, {})
+        assert store.ledger.get_payment(world.ids["dest_charge"]) is not None
 
 
 @pytest.mark.postgres
