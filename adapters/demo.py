@@ -313,13 +313,12 @@ class Demo:
             )
 
     def pay_out(self) -> None:
-        """The workers' payout run for today's slot (embedded: no RabbitMQ needed): each
-        account's schedule, minimum and bank status decide; Stripe gets each payout once."""
-        from workers.embedded import pay_out_by_schedule
+        """Today's payout slot, run by the workers' own jobs in-process (no broker needed):
+        each account's schedule, minimum and bank status decide; Stripe gets each payout once."""
+        from adapters.jobs import Context, pay_out_by_schedule
 
-        self.run.payouts += pay_out_by_schedule(
-            self.ledger, self.view, self.gateway, self.settings, self._now()
-        )
+        context = Context(self.settings, self.ledger, self.view, self.gateway)
+        self.run.payouts += pay_out_by_schedule(context, self._now())
 
     def late_payments(self) -> None:
         """Sales after the payouts, still pending when the demo ends."""
