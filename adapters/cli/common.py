@@ -12,6 +12,7 @@ from rich.table import Table
 
 from adapters.bootstrap import bootstrap
 from adapters.settings import Settings
+from ledger.instants import from_seconds
 
 console = Console()
 
@@ -50,7 +51,7 @@ def _instant(text: str | None, param: str) -> datetime | None:
         return None
     try:
         if text.isdigit():
-            return datetime.fromtimestamp(int(text), UTC)
+            return from_seconds(int(text))
         value = datetime.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(f"{param}: use ISO 8601 or unix seconds, got {text!r}") from None
@@ -64,9 +65,7 @@ def _period(start: str | None, end: str | None) -> tuple[int, int]:
 
 
 def _day(seconds: int | None) -> str:
-    return (
-        "" if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
-    )
+    return "" if seconds is None else from_seconds(seconds).strftime("%Y-%m-%d %H:%M")
 
 
 def _money_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:

@@ -25,6 +25,7 @@ from adapters.http.support import (
     wants_csv,
 )
 from ledger.errors import SluiceError
+from ledger.instants import micros_to_seconds
 from ledger.money import check_currency
 from projections import queries
 from projections.audit import AUDIT_EVENTS_LIMIT_MAX, events_page, replay
@@ -172,7 +173,7 @@ def service_status(s: Ctx) -> Any:
         projections[name] = {
             "position": position,
             "behind": max(0, head - position),  # positions may have gaps: at most this many
-            "updated": int(seen["updated"]) // 1_000_000 if seen else None,
+            "updated": micros_to_seconds(seen["updated"]) if seen else None,
         }
     thread = s.projector_thread
     loaded = s.keys.loaded_at if s.keys is not None else None

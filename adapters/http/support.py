@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -20,11 +20,12 @@ from adapters.keys import KeyCache
 from adapters.settings import Settings
 from ledger.application import CommandResult, Ledger
 from ledger.ids import command_record_id
+from ledger.instants import from_seconds, to_seconds
+from ledger.limits import IDEMPOTENCY_KEY_LEN_MAX
 from ledger.records import CommandRecord
 from projections.runner import Projector
 from projections.store import ReadModel
 
-IDEMPOTENCY_KEY_LEN_MAX = 255
 POSITION_HEADER = "Sluice-Position"
 MIN_POSITION_HEADER = "Sluice-Min-Position"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -190,11 +191,11 @@ async def reject_unknown_query(request: Request) -> None:
 
 
 def instant(seconds: int | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+    return None if seconds is None else from_seconds(seconds)
 
 
 def seconds(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp())
+    return None if value is None else to_seconds(value)
 
 
 # GET responses ------------------------------------------------------------------------------
