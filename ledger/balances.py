@@ -82,6 +82,7 @@ class Balance(Aggregate):
         effective_at: datetime
 
         def apply(self, balance: Balance) -> None:
+            balance.lots = [lot for lot in balance.lots if _instant(lot[0]) > self.until]
             if balance.released_through is None or self.until > balance.released_through:
                 balance.released_through = self.until
 
@@ -153,28 +154,29 @@ class Balance(Aggregate):
             pending_minor=pending_minor,
             available_minor=available_minor,
             reserved_minor=reserved_minor,
-            available_on=available_on if pending_minor else None,
+            available_on=available_on,
             discretionary=discretionary,
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )
 
-    def release(self, until: datetime, when: When, *, reported: bool = False) -> Entry | None:
-        """Moves every lot due by ``until`` to available. Nothing due records nothing, unless
-        Stripe ``reported`` the funds available past what was released: then ``Settled``."""
+    def release(self, until: datetime, when: When) -> Entry | None:
+        """Moves every lot due by ``until`` to available. Nothing due records nothing; due lots
+        that net to zero move nothing but are settled (``Settled``), so read models stop showing
+        the movements behind them as pending."""
         due = [lot for lot in self.lots if _instant(lot[0]) <= until]
+        if not due:
+            return None
         amount = sum(_amount(lot) for lot in due)
         if amount == 0:
-            # Due lots that cancel out move nothing (they go with a later release).
-            if reported and (self.released_through is None or until > self.released_through):
-                self.trigger_event(
-                    self.Settled,
-                    account_id=self.account_id,
-                    currency=self.currency,
-                    until=until,
-                    effective_at=when.effective_at,
-                    timestamp=when.recorded_at,
-                )
+            self.trigger_event(  # one event, no journal entry: nothing moves
+                self.Settled,
+                account_id=self.account_id,
+                currency=self.currency,
+                until=until,
+                effective_at=when.effective_at,
+                timestamp=when.recorded_at,
+            )
             return None
         entry = move(
             object_id("txn", "release", str(self.id), str(self.version), until.isoformat()),
@@ -203,9 +205,9 @@ class Balance(Aggregate):
     def _apply_deltas(
         self, pending: int, available: int, reserved: int, available_on: datetime | None
     ) -> None:
-        if pending:
-            invariant(available_on is not None, "pending delta without available_on")
-            self._add_to_lot(available_on, pending)  # type: ignore[arg-type]
+        invariant(not pending or available_on is not None, "pending delta without available_on")
+        if available_on is not None:  # pending postings, even netting to zero, leave a lot
+            self._add_to_lot(available_on, pending)
         self.pending_minor += pending
         self.available_minor += available
         self.reserved_minor += reserved
@@ -220,7 +222,8 @@ class Balance(Aggregate):
             invariant(len(self.lots) < LOTS_MAX, "too many pending lots on one balance")
             self.lots.append([available_on, amount_minor])
             self.lots.sort(key=lambda lot: _instant(lot[0]))
-        self.lots = [lot for lot in self.lots if lot[1] != 0]
+        # A lot that nets to zero stays until its instant is released: its movements were
+        # pending until then, and the release settles them (``Settled``).
 
     def _check(self) -> None:
         invariant(

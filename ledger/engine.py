@@ -256,9 +256,9 @@ class Scope:
         for (owner, currency), groups in merged.items():
             balance = self.balance(owner, currency)
             for on, (pending, available, reserved), ids in groups:
-                if pending == available == reserved == 0:
-                    continue
-                if pending and on is not None and not balance.can_hold_lot(on):
+                if pending == available == reserved == 0 and on is None:
+                    continue  # (pending postings that net to zero still leave their lot)
+                if on is not None and not balance.can_hold_lot(on):
                     raise PendingLotsExceededError(
                         f"{owner} has {LOTS_MAX} distinct pending available_on instants in "
                         f"{currency}; release funds first or use day-granular available_on",

@@ -430,7 +430,7 @@ def _funds_available(s: Scope, f: FundsAvailable) -> dict[str, str]:
     check_instant(f.until, "until")
     s.account(f.account_id)
     balance = s.find(balance_aggregate_id(f.account_id, f.currency), Balance)
-    released = balance.release(f.until, s.when, reported=True) if balance is not None else None
+    released = balance.release(f.until, s.when) if balance is not None else None
     return {"entry": released.entry_id} if released is not None else {}
 
 

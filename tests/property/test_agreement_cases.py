@@ -66,6 +66,50 @@ CASES: dict[str, tuple[Config, list[Op]]] = {
             ),
         ],
     ),
+    # Found at 9e4b60c by the CI-sized run: a destination charge paid with
+    # pm_card_bypassPending nets to zero on the platform (no fee) at an instant already released
+    # by an earlier charge; no lot was left to release, so its movements stayed pending in the
+    # read model. Zero-net lots are now kept until released, and settled (Balance.Settled).
+    "a_zero_net_lot_at_an_instant_already_released_stays_pending": (
+        Config(
+            currency="usd",
+            seed=34195,
+            fee_bps=0,
+            fee_fixed=0,
+            dispute_fee=2000,
+            payout_submit_delay_s=7200,
+            payout_transit_days=3,
+            dispute_resolution_delay_s=600,
+        ),
+        [
+            ("account", {"label": "A0", "delay_days": 7, "bank": "ok", "interval": "manual"}),
+            (
+                "destination_charge",
+                {
+                    "label": "C0",
+                    "to": "A0",
+                    "amount": 247,
+                    "card": "mastercard",
+                    "transfer_amount": 224,
+                },
+            ),
+            (
+                "destination_charge",
+                {"label": "C1", "to": "A0", "amount": 1135, "card": "mastercard"},
+            ),
+            (
+                "separate_charge",
+                {"label": "C2", "amount": 259, "card": "visa", "split": [("A0", 7619)]},
+            ),
+            ("separate_charge", {"label": "C3", "amount": 244, "card": "dispute"}),
+            ("separate_charge", {"label": "C4", "amount": 5000, "card": "bypass"}),
+            (
+                "destination_charge",
+                {"label": "C5", "to": "A0", "amount": 419, "card": "mastercard"},
+            ),
+            ("destination_charge", {"label": "C6", "to": "A0", "amount": 11246, "card": "bypass"}),
+        ],
+    ),
 }
 
 
