@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import textwrap
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -1026,7 +1027,8 @@ def case_source(config: Config, history: Sequence[tuple[Op, str]]) -> str:
     out = ["(", f"    {config.source()},", "    ["]
     for (name, params), outcome in history:
         args = ", ".join(f"{k!r}: {v!r}" for k, v in params.items())
-        out.append(f"        ({name!r}, {{{args}}}),  # {textwrap.shorten(outcome, 80)}")
+        note = f"  # {textwrap.shorten(outcome, 80)}" if outcome else ""
+        out.append(f"        ({name!r}, {{{args}}}),{note}")
     out += ["    ],", ")"]
     return "\n".join(out)
 
@@ -1082,3 +1084,48 @@ def replay(
                 after_each(player, op, outcome)
             player.assert_agrees(categories)
     return player
+
+
+def first_disagreement(
+    config: Config, ops: Sequence[Op], stores: StoreOpener, categories: Sequence[str]
+) -> tuple[str, int, list[tuple[Op, str]]] | None:
+    """(kind, step, history so far) of the first disagreement when ``ops`` are replayed (kind:
+    a category, or ``crash``), or None when Sluice agrees throughout."""
+    with Player(config, stores) as player:
+        for step, op in enumerate(ops, start=1):
+            try:
+                player.apply(op)
+            except SluiceCrashed:
+                return "crash", step, list(player.history)
+            kind = player.findings().worst(categories)
+            if kind is not None:
+                return kind, step, list(player.history)
+    return None
+
+
+def shrink(
+    config: Config,
+    ops: Sequence[Op],
+    stores: StoreOpener,
+    categories: Sequence[str] = CATEGORIES,
+    budget_s: float = 300.0,
+) -> list[tuple[Op, str]]:
+    """A failing history made small: operations after the failing step go, then each other
+    operation (last first) that the same kind of disagreement does not need. Greedy and
+    bounded by ``budget_s`` (Hypothesis's own shrinking is slow on these histories). Returns
+    the small history with each operation's outcome, for ``case_source``."""
+    found = first_disagreement(config, ops, stores, categories)
+    if found is None:
+        raise ValueError("the history agrees: nothing to shrink")
+    kind, step, history = found
+    kept = list(ops[:step])
+    deadline = time.monotonic() + budget_s
+    index = len(kept) - 2  # the failing operation itself stays
+    while index >= 0 and time.monotonic() < deadline:
+        trial = kept[:index] + kept[index + 1 :]
+        again = first_disagreement(config, trial, stores, categories)
+        if again is not None and again[0] == kind:
+            kept, history = trial[: again[1]], again[2]
+            index = min(index, len(kept) - 1)
+        index -= 1
+    return history

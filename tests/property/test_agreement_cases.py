@@ -1,21 +1,32 @@
 """Histories the agreement machine (``test_agreement_with_stripe.py``) found Sluice disagreeing
 on, shrunk, kept as plain regression tests: each replays its operations on a fresh sandbox and a
-fresh SQLite store and checks full agreement (balances, inbox, balance transactions and their
+fresh SQLite store and checks full agreement (balances, inbox, balance transactions, payouts,
 timing) after every step.
 
 To keep a new one: copy the block printed under "the history so far, as a regression case" of a
-failing run (``SLUICE_AGREEMENT_SHRINK=1`` shrinks it first) into ``CASES`` under a name saying
-what goes wrong, and trim what the failure does not need. A case names its sandbox seed: ids,
-and so the order in which Sluice folds events of the same second, follow from it.
+failing run into ``CASES`` under a name saying what goes wrong, then run this module with
+``SLUICE_AGREEMENT_SHRINK=1``: a failing case is shrunk (operations the disagreement does not
+need are dropped, greedily, within 5 minutes) and the failure shows the small case to paste
+back. A case names its sandbox seed: ids, and so the order in which Sluice folds events of the
+same second, follow from it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.property.agreement_support import DAY_S, Config, Op, replay, sqlite_stores
+from tests.property.agreement_support import (
+    DAY_S,
+    Config,
+    Op,
+    case_source,
+    replay,
+    shrink,
+    sqlite_stores,
+)
 
 CASES: dict[str, tuple[Config, list[Op]]] = {
     # Found at c30be75: the platform's application fee of a direct charge paid with
@@ -116,4 +127,13 @@ CASES: dict[str, tuple[Config, list[Op]]] = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_history_the_agreement_machine_found(name: str, tmp_path: Path) -> None:
     config, ops = CASES[name]
-    replay(config, ops, sqlite_stores(tmp_path))
+    try:
+        replay(config, ops, sqlite_stores(tmp_path))
+    except AssertionError as failure:
+        if os.environ.get("SLUICE_AGREEMENT_SHRINK", "") != "1":
+            raise
+        small = shrink(config, ops, sqlite_stores(tmp_path))
+        raise AssertionError(
+            f"{failure}\n\n== shrunk to {len(small)} of {len(ops)} operations:\n"
+            + case_source(config, small)
+        ) from failure

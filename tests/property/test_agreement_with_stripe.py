@@ -95,14 +95,18 @@ assumes.
 Budget (CI, 2 cores): ``SLUICE_AGREEMENT_EXAMPLES`` histories (default 8) of up to
 ``SLUICE_AGREEMENT_STEPS`` operations (default 40) per currency and store, derandomized (the
 same histories every run), without shrinking: a failure prints the history as drawn, cut at the
-failing step, ready to paste. Measured on a 2-core machine: about 80 s for both currencies on
-SQLite and 90 s on PostgreSQL (~0.1-0.2 s per operation, deliveries, fold and checks included).
+failing step, ready to paste. Measured on a 2-core machine (shared with other test runs):
+about 65 s for both currencies on SQLite and 110 s on PostgreSQL (~0.1-0.2 s per operation,
+deliveries, fold and checks included; ~5 s and ~10 s per 60-step history in long runs).
 Environment:
 
 - ``SLUICE_AGREEMENT_EXAMPLES=200 SLUICE_AGREEMENT_STEPS=60``: a long run;
 - ``SLUICE_AGREEMENT_RANDOM=1``: new random histories each run, with Hypothesis's example
   database in ``.hypothesis/agreement`` (a failure found is replayed first next time);
-- ``SLUICE_AGREEMENT_SHRINK=1``: shrink failures (Hypothesis spends up to ~5 minutes per kind);
+- ``SLUICE_AGREEMENT_SHRINK=1``: let Hypothesis shrink failures (up to ~5 minutes per kind,
+  and it makes slow progress on these histories: pasting the printed case into
+  ``test_agreement_cases.py`` and running that with the same variable shrinks it greedily,
+  faster);
 - ``SLUICE_AGREEMENT_CHECKS=balances,inbox``: compare only some kinds (all by default);
 - ``SLUICE_AGREEMENT_LOG=path``: append every history played (JSON lines) for coverage.
 
