@@ -104,9 +104,7 @@ def message_broker(url: str | None = None) -> Any:
     """The dramatiq broker at ``url`` (default ``SLUICE_BROKER_URL``, else RabbitMQ on
     localhost): ``amqp://`` → RabbitMQ with publisher confirms, ``redis://`` → Redis,
     ``stub://`` → the in-memory StubBroker (tests, embedded mode)."""
-    import os
-
-    url = url or os.environ.get("SLUICE_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672/"
+    url = url or Settings().broker_url
     if url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 

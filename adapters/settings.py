@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/sluice.db"
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 # Roles of database connections, each with its own timeouts (seconds; 0 = off):
 # api       the HTTP API's requests (short: a request has a deadline of its own);
@@ -50,57 +52,182 @@ class Settings(BaseSettings):
         from_key = key_livemode(self.stripe_api_key)
         return from_key if from_key is not None else bool(self.stripe_livemode)
 
-    # sqlite:///path (embedded default), postgresql://user@host:port/db[?schema=s], memory://
-    database_url: str = DEFAULT_DATABASE_URL
-    platform_account_id: str = "acct_platform"
-    aggregate_cache_maxsize: int = Field(default=10_000, ge=0)
-    postgres_pool_size: int = Field(default=5, ge=1, le=100)
-    postgres_max_overflow: int = Field(default=10, ge=0, le=100)
-    postgres_connect_timeout_s: int = Field(default=10, ge=1, le=300)
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="`sqlite:///path` (embedded), `postgresql://user@host:port/db[?schema=s]`, "
+        "or `memory://` (tests)",
+    )
+    platform_account_id: str = Field(
+        default="acct_platform", description="the platform's own account in the books"
+    )
+    aggregate_cache_maxsize: int = Field(
+        default=10_000,
+        ge=0,
+        description="in-memory aggregate cache (fast-forwarded from the store on every read)",
+    )
+    postgres_pool_size: int = Field(
+        default=5, ge=1, le=100, description="PostgreSQL connections kept per pool"
+    )
+    postgres_max_overflow: int = Field(
+        default=10, ge=0, le=100, description="connections a pool may open beyond its size"
+    )
+    postgres_connect_timeout_s: int = Field(
+        default=10, ge=1, le=300, description="how long opening a PostgreSQL connection may take"
+    )
     # Fail fast instead of queueing forever behind a stuck writer of the events table.
-    postgres_lock_timeout_s: int = Field(default=10, ge=1, le=300)
-    sqlite_lock_timeout_s: int = Field(default=10, ge=1, le=300)
+    postgres_lock_timeout_s: int = Field(
+        default=10, ge=1, le=300, description="fail fast behind a stuck writer of the events table"
+    )
+    sqlite_lock_timeout_s: int = Field(
+        default=10, ge=1, le=300, description="how long a SQLite writer waits for the lock"
+    )
     # Per connection role (api, worker, projector, admin), overriding the defaults above, e.g.
     # SLUICE_POSTGRES_STATEMENT_TIMEOUT_S='{"api": 2}'. 0 turns a server-side timeout off.
-    postgres_statement_timeout_s: dict[str, float] = Field(default_factory=dict)
-    postgres_idle_in_transaction_timeout_s: dict[str, float] = Field(default_factory=dict)
-    postgres_pool_wait_s: dict[str, float] = Field(default_factory=dict)
-    # HTTP API: how long a GET with Sluice-Min-Position waits for the read models (at most 5 s).
-    http_min_position_wait_s: float = Field(default=5.0, ge=0, le=5)
-    # Every request's deadline: past it the answer is a 503 deadline_exceeded (Retry-After).
-    http_request_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    # Readiness (GET /readyz): how long the store may take to answer before it counts as stalled.
-    http_ready_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    postgres_statement_timeout_s: dict[str, float] = Field(
+        default_factory=dict,
+        description='per connection role, JSON (`{"api": 2}`); defaults api 5, worker 30, '
+        "projector 60, admin off",
+    )
+    postgres_idle_in_transaction_timeout_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="per role, JSON; defaults api 10, worker 60, projector 60, admin 600",
+    )
+    postgres_pool_wait_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="per role, JSON: how long to wait for a pooled connection; defaults api 5, "
+        "worker 10, projector 10, admin 30",
+    )
+    http_min_position_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=5,
+        description="how long a GET with `Sluice-Min-Position` waits for the read models",
+    )
+    http_request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="every request's deadline (then `503 deadline_exceeded`, `Retry-After`)",
+    )
+    http_ready_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="how long `/readyz` waits for the store"
+    )
     # API keys are checked against an in-memory copy of the keys table, refreshed this often
     # (a revoked key stops working within it) and on a miss (a new key works at once).
-    http_key_refresh_s: float = Field(default=1.0, gt=0, le=60)
-    # Worker steps without a time limit of their own (relay pass, scheduler tick, projector
-    # batch) end here.
-    worker_step_timeout_s: float = Field(default=60.0, gt=0, le=1800)
+    http_key_refresh_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often API keys are reloaded (a revoked key stops within it)",
+    )
+    worker_step_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=1800,
+        description="the deadline of a relay pass, scheduler tick or projector batch",
+    )
+    broker_url: str = Field(
+        default=DEFAULT_BROKER_URL,
+        pattern=r"^(amqps?|rediss?|stub)://",
+        description="the message broker: `amqp://` (RabbitMQ, publisher confirms), `redis://`, "
+        "or `stub://` (in-memory: tests, embedded)",
+    )
+    queue_prefix: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="prefixes every queue name: isolates deployments sharing one broker",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="`json` (one object per line), `console` (readable), or `auto` (console "
+        "on a terminal, else json)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="the level of every logger"
+    )
 
     # Stripe. The API base points at Stripe, or at the sandbox (`sluice sandbox`).
-    stripe_api_key: str = ""
-    stripe_api_base: str | None = None
-    stripe_webhook_secret: str = ""  # whsec_…; comma-separated for several endpoints/rotation
-    # Signatures older than this, or dated further than this in the future, are refused.
-    stripe_webhook_tolerance_s: int = Field(default=300, ge=1, le=3600)
-    # The mode comes from the key (sk_live_/rk_live_ or sk_test_/rk_test_). Set this only to
-    # assert it: a setting the key contradicts refuses to start. Without a key: test mode.
-    stripe_livemode: bool | None = None
-    stripe_platform_account_id: str | None = None  # Stripe's acct_ id of the platform
-    stripe_timeout_s: float = Field(default=30, gt=0, le=120)
-    stripe_max_network_retries: int = Field(default=3, ge=0, le=10)
+    stripe_api_key: str = Field(
+        default="",
+        description="Stripe's secret (`sk_`) or restricted (`rk_`) key: its prefix decides the "
+        "mode, test or live",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        description="the API base: unset for Stripe, `http://127.0.0.1:12111` for the sandbox",
+    )
+    stripe_webhook_secret: str = Field(
+        default="",
+        description="`whsec_…` signing secrets, comma-separated (the platform and Connect "
+        "endpoints, or a rotation)",
+    )
+    stripe_webhook_tolerance_s: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        description="signatures older than this, or dated further ahead, are refused",
+    )
+    stripe_livemode: bool | None = Field(
+        default=None,
+        description="asserts the mode: a key that contradicts it refuses to start (unset: the "
+        "key decides; no key: test)",
+    )
+    stripe_platform_account_id: str | None = Field(
+        default=None,
+        description="Stripe's `acct_` id of the platform (its events map to the platform's "
+        "account)",
+    )
+    stripe_timeout_s: float = Field(
+        default=30, gt=0, le=120, description="each Stripe request's timeout"
+    )
+    stripe_max_network_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="the SDK's retries of network errors and 409/429/5xx (same idempotency key)",
+    )
 
     # Auditor proofs (adapters/audit_log.py): the Ed25519 key that signs Merkle checkpoints, as a
     # file (PEM PKCS#8, or the 32-byte seed raw or in hex) or inline (PEM or hex); one of the two.
     # Only `sluice audit checkpoint` needs it; proofs and their verification use the public key.
-    audit_signing_key_file: str | None = None
-    audit_signing_key: str = ""
-    # The log's name in every signed checkpoint (one line of printable ASCII, no spaces), so a
-    # checkpoint of one Sluice store is never taken for another's.
-    audit_log_origin: str = Field(
-        default="sluice", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$"
+    audit_signing_key_file: str | None = Field(
+        default=None,
+        description="the Ed25519 key that signs Merkle checkpoints, as a file (`sluice audit "
+        "generate-key`)",
     )
+    audit_signing_key: str = Field(
+        default="", description="the same key inline (PEM or hex), instead of the file"
+    )
+    audit_log_origin: str = Field(
+        default="sluice",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="the log's name in every signed checkpoint (printable ASCII, no spaces)",
+    )
+
+
+def settings_problem(error: ValidationError) -> str:
+    """One line naming each refused setting by its variable, without echoing a secret value."""
+    parts = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        if problem["loc"]:
+            message = f"SLUICE_{str(problem['loc'][0]).upper()}: {message}"
+        parts.append(message)
+    return "; ".join(parts)
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from the model so the two cannot drift
+    (tests/unit/test_settings_table.py compares them): one row per setting."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "—" if default in (None, "", {}) else f"`{default}`"
+        rows.append(f"| `SLUICE_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
 
 
 @dataclass(frozen=True)
@@ -130,3 +257,7 @@ def role_timeouts(settings: Settings, role: str) -> RoleTimeouts:
         ),
         pool_wait_s=max(0.1, pick(POOL_WAIT_S, settings.postgres_pool_wait_s)),
     )
+
+
+if __name__ == "__main__":  # `python -m adapters.settings`: the README's settings table
+    print(settings_table())

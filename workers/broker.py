@@ -3,23 +3,22 @@ here creates a broker at import time."""
 
 from __future__ import annotations
 
-import os
-
 import dramatiq
 
 from adapters.bootstrap import message_broker
+from adapters.settings import DEFAULT_BROKER_URL, Settings
 
-DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
-BROKER_URL_ENV = "SLUICE_BROKER_URL"
-QUEUE_PREFIX_ENV = "SLUICE_QUEUE_PREFIX"  # isolates deployments (and test runs) on one broker
-
-
-def broker_url() -> str:
-    return os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL
+__all__ = ["DEFAULT_BROKER_URL", "broker_url", "make_broker", "queue_prefix"]
 
 
-def queue_prefix() -> str:
-    return os.environ.get(QUEUE_PREFIX_ENV, "")
+def broker_url(settings: Settings | None = None) -> str:
+    """``SLUICE_BROKER_URL`` (environment or ``.env``), through the one settings model."""
+    return (settings or Settings()).broker_url
+
+
+def queue_prefix(settings: Settings | None = None) -> str:
+    """``SLUICE_QUEUE_PREFIX``: isolates deployments (and test runs) on one broker."""
+    return (settings or Settings()).queue_prefix
 
 
 def make_broker(url: str) -> dramatiq.Broker:

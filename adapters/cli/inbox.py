@@ -41,7 +41,15 @@ def inbox_status(database_url: DatabaseUrl = None) -> None:
     """Stored Stripe events by status and type (unknown types are kept and counted)."""
     from adapters.stripe import inbox
 
-    _, _, view = _open(database_url)
+    settings, _, view = _open(database_url)
+    mode = "live" if settings.livemode else "test"
+    other = "test" if settings.livemode else "live"
+    by_mode = inbox.mode_counts(view)
+    console.print(f"mode: {mode} (from the Stripe key; events of {mode} mode are folded)")
+    console.print(
+        f"events stored: {by_mode.get(settings.livemode, 0)} {mode} mode, "
+        f"{by_mode.get(not settings.livemode, 0)} {other} mode (kept, never folded)"
+    )
     table = Table(title="Stripe events")
     for column in ("status", "type", "count"):
         table.add_column(column, justify="right" if column == "count" else "left")

@@ -98,11 +98,18 @@ def _check_cursor(s: Sluice, table: str, cursor: str | None, account: str | None
 
 
 @public_router.get(
-    "/healthz", name="healthz", summary="Liveness: the process answers (says only ok; no store)"
+    "/healthz",
+    name="healthz",
+    summary="Liveness: the process answers, with its Stripe mode (no store)",
 )
-async def healthz() -> Any:
-    """Answers at once, whatever the store does: restart the process if this fails."""
-    return JSONResponse({"status": "ok"})
+async def healthz(request: Request) -> Any:
+    """Answers at once, whatever the store does: restart the process if this fails. Says which
+    of Stripe's modes this process books (from its key), so a live deployment can be told from
+    a test one at a glance."""
+    livemode = request.app.state.sluice.settings.livemode
+    return JSONResponse(
+        {"status": "ok", "livemode": livemode, "mode": "live" if livemode else "test"}
+    )
 
 
 READY_THREADS = 2  # readiness checks in flight at once (each bounded by its own deadline)

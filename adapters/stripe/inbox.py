@@ -226,3 +226,12 @@ def counts(view: ReadModel) -> dict[str, dict[str, int]]:
     for r in rows:
         out.setdefault(r["status"], {})[r["type"]] = int(r["n"])
     return out
+
+
+def mode_counts(view: ReadModel) -> dict[bool, int]:
+    """Stored events per Stripe mode (livemode true/false): events of the mode a deployment does
+    not book stay stored (status ignored) and are counted here, so a wrong key shows."""
+    with view.read() as tx:
+        tx.execute("SELECT livemode, COUNT(*) AS n FROM sl_stripe_events GROUP BY livemode")
+        rows = tx.all()
+    return {bool(r["livemode"]): int(r["n"]) for r in rows}

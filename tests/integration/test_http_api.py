@@ -435,10 +435,10 @@ def test_lists_revenue_and_audit_events(env: Env, world: World) -> None:
 
 
 def test_healthz_and_openapi(env: Env, world: World) -> None:
-    # Liveness is public and says only "ok"; the details (head, positions) need a key.
+    # Liveness is public and says only "ok" and the mode; the details (head, positions) need a key.
     health = env.clients["none"].get("/healthz")
     assert health.status == 200, health.text
-    assert health.json() == {"status": "ok"}
+    assert health.json() == {"status": "ok", "livemode": False, "mode": "test"}
     assert env.clients["none"].get("/readyz").json() == {"status": "ready"}
     assert env.clients["none"].get("/v1/status").status == 401
     body = env.admin.get("/v1/status").json()

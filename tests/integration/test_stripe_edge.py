@@ -31,7 +31,9 @@ import pytest
 import stripe
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from adapters.cli import app as cli_app
 from adapters.http.app import create_app
 from adapters.stripe import inbox
 from adapters.stripe.folding import (
@@ -827,6 +829,13 @@ def test_events_of_the_other_livemode_are_stored_and_ignored(
         assert (report.processed, report.ignored) == (0, {"livemode mismatch": 1})
         assert inbox.counts(store.view) == {inbox.IGNORED: {"charge.succeeded": 1}}
         assert inbox_rows(store.view)[live["id"]]["outcome"] == "livemode mismatch"
+        assert inbox.mode_counts(store.view) == {True: 1}  # stored and counted, never folded
+        status = CliRunner().invoke(
+            cli_app, ["inbox", "status"], env={"SLUICE_DATABASE_URL": store.settings.database_url}
+        )
+        assert status.exit_code == 0, status.output
+        assert "mode: test" in status.output
+        assert "0 test mode, 1 live mode (kept, never folded)" in status.output
         assert store.ledger.get_payment(world.ids["dest_charge"]) is None
         assert store.ledger.journal_totals() == ({}, {})
     # And the mirror image: a live-mode Sluice (a live key decides) ignores the test stream.
