@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from adapters.audit_log import AUDIT_DDL
-from adapters.keys import KEYS_DDL
+from adapters.locks import LockSession, StoreLock
 from adapters.persistence import (
     ensure_postgres_schema,
     guard_postgres,
@@ -18,9 +19,7 @@ from adapters.persistence import (
 from adapters.settings import Settings
 from adapters.sql_store import open_read_model
 from adapters.stripe.gateway import StripeClientGateway
-from adapters.stripe.inbox import INBOX_DDL
 from ledger.application import Clock, Ledger
-from projections.projections import ALL_DDL
 from projections.runner import Projector
 from projections.store import ReadModel
 
@@ -62,12 +61,12 @@ def bootstrap(
 def read_model(
     settings: Settings | None = None, *, create_tables: bool = False, role: str = "admin"
 ) -> ReadModel:
-    """The projections' store, beside the events (same schema or SQLite file)."""
+    """The projections' store, beside the events (same schema or SQLite file). Its tables come
+    from the migrations: ``create_tables`` applies the pending ones first (``init_database``)."""
     settings = settings or Settings()
-    view = open_read_model(
-        ledger_env(settings, create_tables=create_tables, role=role),
-        (*ALL_DDL, *KEYS_DDL, *INBOX_DDL, *AUDIT_DDL),
-    )
+    if create_tables:
+        init_database(settings)
+    view = open_read_model(ledger_env(settings, create_tables=False, role=role), ())
     guard_postgres(getattr(view, "datastore", None), settings, role)
     return view
 
@@ -92,12 +91,26 @@ def stripe_gateway(settings: Settings | None = None) -> StripeClientGateway:
     )
 
 
-def init_database(settings: Settings | None = None) -> None:
-    """Creates the event store's and the read models' tables (idempotent)."""
+def init_database(
+    settings: Settings | None = None, *, extra_migrations: Sequence[Path] = ()
+) -> list[str]:
+    """Creates eventsourcing's tables and applies the pending migrations of Sluice's own
+    (``migrations/``), under the store's migration lock; idempotent. Returns the ids applied.
+    Everything it opens it closes (each PostgreSQL pool holds connections until closed)."""
+    from adapters import schema
+
     settings = settings or Settings()
-    bootstrap(settings, create_tables=True).close()
-    if not settings.database_url.startswith("memory://"):
-        read_model(settings, create_tables=True)
+    if settings.database_url.startswith("memory://"):
+        bootstrap(settings, create_tables=True).close()
+        return []
+    if settings.database_url.startswith(("postgres://", "postgresql://")):
+        ensure_postgres_schema(settings.database_url)
+    with schema.migration_lock(settings):
+        bootstrap(settings, create_tables=True).close()
+        # The read models' tracking table is eventsourcing's: its recorder creates it.
+        tracking = open_read_model(ledger_env(settings, create_tables=True), ())
+        tracking.datastore.close()  # type: ignore[attr-defined]
+        return schema.apply_pending(settings, extra_migrations)
 
 
 def message_broker(url: str | None = None) -> Any:
@@ -120,21 +133,74 @@ def message_broker(url: str | None = None) -> Any:
     raise ValueError(f"unsupported broker URL {url!r}: use amqp://, redis:// or stub://")
 
 
-def follow_log(projector: Projector, stop: threading.Event, step_s: float) -> None:
+def projector_locks(settings: Settings, names: Sequence[str]) -> dict[str, StoreLock]:
+    """One store lock per read model (``projector:<name>``), not yet taken; on PostgreSQL they
+    share one session (one connection per projector, however many read models)."""
+    session = LockSession(settings, "projector")
+    return {
+        name: StoreLock(settings, f"projector:{name}", role="projector", session=session)
+        for name in names
+    }
+
+
+def _held(locks: Mapping[str, StoreLock]) -> list[str]:
+    """The read models whose lock this process holds, re-taking any whose session was lost."""
+    names = []
+    for name, lock in locks.items():
+        if not lock.alive():
+            lock.close()
+            if not lock.try_acquire():
+                continue
+            log.info("projector holds the %s lock", name)
+        names.append(name)
+    return names
+
+
+def follow_log(
+    projector: Projector,
+    stop: threading.Event,
+    step_s: float,
+    after_step: Any = None,
+    *,
+    locks: Mapping[str, StoreLock] | None = None,
+) -> None:
     """Runs ``projector`` until ``stop``, in steps of a few batches per read model, each under a
     deadline of ``step_s``; a failed step (the store restarting, stalled or away) is retried
-    after a pause. Each batch commits with its position, so a failed step loses nothing."""
+    after a pause. Each batch commits with its position, so a failed step loses nothing.
+    ``after_step`` (a callable, e.g. ``adapters.audit_schedule.ScheduledCheckpoints``) runs
+    after each step under the same deadline, off the write path.
+    With ``locks`` (``projector_locks``), only the read models whose lock this process holds
+    are projected; a lock lost with its session (PostgreSQL restarted) is taken again before
+    its read model moves, so two projectors never write one read model. It closes ``locks``
+    when it returns."""
+    try:
+        while not stop.is_set():
+            names = list(projector.projections) if locks is None else _held(locks)
+            if not names:
+                stop.wait(FOLLOW_RETRY_S)  # another projector has them all: standby
+                continue
+            _follow_step(projector, names, stop, step_s, after_step)
+    finally:
+        for lock in (locks or {}).values():
+            lock.close_session()  # its session ends: a standby projector takes over
+
+
+def _follow_step(
+    projector: Projector, names: list[str], stop: threading.Event, step_s: float, after_step: Any
+) -> None:
     from adapters import deadlines
     from projections.runner import POLL_INTERVAL_S
 
-    while not stop.is_set():
-        try:
-            applied = 0
-            for name in projector.projections:
-                with deadlines.within(step_s):
-                    applied += projector.catch_up(name, max_batches=FOLLOW_STEP_BATCHES)
-            if not applied:
-                stop.wait(POLL_INTERVAL_S)
-        except Exception as error:  # any store failure: the loop is the retry
-            log.warning("projector step failed (%s); retrying in %.0f s", error, FOLLOW_RETRY_S)
-            stop.wait(FOLLOW_RETRY_S)
+    try:
+        applied = 0
+        for name in names:
+            with deadlines.within(step_s):
+                applied += projector.catch_up(name, max_batches=FOLLOW_STEP_BATCHES)
+        if after_step is not None:
+            with deadlines.within(step_s):
+                after_step()
+        if not applied:
+            stop.wait(POLL_INTERVAL_S)
+    except Exception as error:  # any store failure: the loop is the retry
+        log.warning("projector step failed (%s); retrying in %.0f s", error, FOLLOW_RETRY_S)
+        stop.wait(FOLLOW_RETRY_S)

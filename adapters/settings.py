@@ -143,8 +143,40 @@ class Settings(BaseSettings):
         description="`json` (one object per line), `console` (readable), or `auto` (console "
         "on a terminal, else json)",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="the level of every logger"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        default=None,
+        description="the level of every logger (unset: INFO for long-running processes, "
+        "WARNING for one-shot commands)",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65_535,
+        description="the Prometheus port of a relay, scheduler, projector or workers (unset: "
+        "none; `--metrics-port` too)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="the address metrics ports listen on (a container sets `0.0.0.0`)",
+    )
+    metrics_http: bool = Field(
+        default=True, description="whether the API serves `/metrics` (no key, counts only)"
+    )
+
+    reconcile_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=86_400,
+        description="how often the scheduler runs `reconcile` (Stripe's balance transactions "
+        "beside the ledger); 0: never",
+    )
+    sync_accounts_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=86_400,
+        description="how often the scheduler looks for connected accounts created at Stripe "
+        "that Sluice was not told of; 0: never",
     )
 
     # Stripe. The API base points at Stripe, or at the sandbox (`sluice sandbox`).
@@ -178,6 +210,12 @@ class Settings(BaseSettings):
         description="Stripe's `acct_` id of the platform (its events map to the platform's "
         "account)",
     )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+",
+        description="Sluice's public base URL, where Stripe delivers webhooks "
+        "(`/webhooks/stripe`); the default of `sluice stripe setup|check --url`",
+    )
     stripe_timeout_s: float = Field(
         default=30, gt=0, le=120, description="each Stripe request's timeout"
     )
@@ -198,6 +236,18 @@ class Settings(BaseSettings):
     )
     audit_signing_key: str = Field(
         default="", description="the same key inline (PEM or hex), instead of the file"
+    )
+    audit_checkpoint_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="how often the projector signs a checkpoint when the log grew (with a key)",
+    )
+    audit_checkpoint_step_events: int = Field(
+        default=20_000,
+        ge=1,
+        le=1_000_000,
+        description="leaves appended per projector step: bounds the work taken from read models",
     )
     audit_log_origin: str = Field(
         default="sluice",

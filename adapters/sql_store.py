@@ -125,17 +125,7 @@ def open_read_model(env: dict[str, str], ddl: Sequence[str]) -> ReadModel:
 
 
 # The relay's position in the event log (the outbox's cursor: it can't be rebuilt from events).
-
-RELAY_DDL = (
-    "CREATE TABLE IF NOT EXISTS sl_relay_position ("
-    " name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
-)
-
-
-def create_relay_table(view: ReadModel) -> None:
-    with view.write(None) as tx:
-        for ddl in RELAY_DDL:
-            tx.execute(ddl)
+# Its table, ``sl_relay_position``, comes from the migrations (migrations/, `sluice db migrate`).
 
 
 def relay_position(view: ReadModel, name: str) -> int:

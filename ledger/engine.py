@@ -13,6 +13,7 @@ The use cases themselves (what each message means) are in ``ledger.handlers`` (c
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from copy import deepcopy
@@ -55,6 +56,7 @@ from ledger.ids import (
 )
 from ledger.journal import balance_row, book_deltas
 from ledger.limits import IDEMPOTENCY_KEY_LEN_MAX
+from ledger.openings import OPENING_INDEX_ID
 from ledger.payments import Payment
 from ledger.payouts import Payout
 from ledger.records import CommandRecord, IdClaim
@@ -71,6 +73,26 @@ Clock = Callable[[], datetime]
 # Given aggregate ids, returns those with no stored events, in as few round trips as the store
 # allows. New ids (idempotency records, payments) are the common case on the write path.
 AbsenceProbe = Callable[[Sequence[UUID]], set[UUID]]
+# Told of every command and fact once its batch ran: (name, result or None if the batch raised,
+# seconds). The edges count them (adapters/metrics.py); the ledger only calls it.
+CommandObserver = Callable[[str, "CommandResult | None", float], None]
+_observer: list[CommandObserver] = []
+
+
+def set_command_observer(observer: CommandObserver | None) -> None:
+    """Installs the process's one observer (None removes it)."""
+    _observer[:] = [observer] if observer is not None else []
+
+
+def _observe(
+    commands: Sequence[c.Message], results: Sequence[CommandResult] | None, seconds: float
+) -> None:
+    if not _observer:
+        return
+    for i, command in enumerate(commands):
+        # The batch is recorded already: a failing observer must not turn it into an error.
+        with suppress(Exception):
+            _observer[0](command.name, results[i] if results is not None else None, seconds)
 
 
 @dataclass(frozen=True)
@@ -385,6 +407,16 @@ class Engine(Application[UUID]):
             return self._execute_locked(commands)
 
     def _execute_locked(self, commands: Sequence[c.Message]) -> list[CommandResult]:
+        started = time.monotonic()
+        try:
+            results = self._execute_retrying(commands)
+        except BaseException:
+            _observe(commands, None, time.monotonic() - started)
+            raise
+        _observe(commands, results, time.monotonic() - started)
+        return results
+
+    def _execute_retrying(self, commands: Sequence[c.Message]) -> list[CommandResult]:
         for attempt in range(CONFLICT_RETRIES_MAX):
             try:
                 return self._run_batch(commands)
@@ -406,6 +438,8 @@ class Engine(Application[UUID]):
             # Malformed ids: the command is refused with a clear error when it runs.
             with suppress(TypeError, AttributeError):
                 probe += _created_ids(cmd)
+        if any(isinstance(cmd, facts.Fact) for cmd in commands):
+            probe.append(OPENING_INDEX_ID)  # read by every fact; absent unless imported
         batch = _Batch(self, self.absence_probe(probe))
         recorded_at = self.clock()
         outcomes: list[tuple[CommandResult, list[tuple[UUID, int]]]] = []
@@ -449,6 +483,8 @@ class Engine(Application[UUID]):
                 )
             return CommandResult(command.name, key, ids=dict(record.result), replayed=True), []
         ids = self.handlers[type(command)](scope, command)
+        if isinstance(command, facts.Fact):  # history before an import's cut-over: once
+            facts.offset_before_opening(scope, command)
         scope.post_journal()
         if isinstance(command, facts.Fact):
             broken = scope.broken_expectations()

@@ -18,6 +18,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 import dramatiq
+import structlog
 
 from adapters import deadlines
 
@@ -29,10 +30,12 @@ from adapters.jobs import (
     payout_due,
     payout_id_for,
     process_inbox_body,
+    reconcile_body,
     release_due_body,
     route_payment_body,
     submit_payout_body,
     sweep_body,
+    sync_accounts_body,
 )
 from ledger.errors import SluiceError
 from workers.context import get_context
@@ -98,6 +101,24 @@ ACTOR_OPTIONS: dict[str, dict[str, Any]] = {
         "max_age": 30 * MINUTE_MS,
         "time_limit": 2 * MINUTE_MS,
     },
+    # Both list every account at Stripe: a pass is long, and the next one comes an interval
+    # later anyway, so a failed pass is retried only briefly.
+    "reconcile": {
+        "queue_name": LEDGER_QUEUE,
+        "max_retries": 2,
+        "min_backoff": 5_000,
+        "max_backoff": MINUTE_MS,
+        "max_age": HOUR_MS,
+        "time_limit": 20 * MINUTE_MS,
+    },
+    "sync_accounts": {
+        "queue_name": LEDGER_QUEUE,
+        "max_retries": 2,
+        "min_backoff": 5_000,
+        "max_backoff": MINUTE_MS,
+        "max_age": HOUR_MS,
+        "time_limit": 10 * MINUTE_MS,
+    },
 }
 
 
@@ -147,6 +168,28 @@ class StepDeadlines(dramatiq.Middleware):
         self._reset()
 
 
+class LogContext(dramatiq.Middleware):
+    """Every line a message's run logs names it: the actor, the message id and its arguments
+    (account, currency, payout and payment ids: never a secret), as ``adapters.logs`` context."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        structlog.contextvars.bind_contextvars(
+            actor=message.actor_name, message_id=message.message_id, args=list(message.args)
+        )
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        structlog.contextvars.unbind_contextvars("actor", "message_id", "args")
+
+    after_skip_message = after_process_message
+
+
 # Declaration ----------------------------------------------------------------------------------
 
 ACTORS: dict[str, dramatiq.Actor[Any, Any]] = {}
@@ -174,6 +217,8 @@ def setup(broker: dramatiq.Broker, queue_prefix: str = "") -> dict[str, dramatiq
     dramatiq.set_broker(broker)
     if not any(isinstance(m, StepDeadlines) for m in broker.middleware):
         broker.add_middleware(StepDeadlines())
+    if not any(isinstance(m, LogContext) for m in broker.middleware):
+        broker.add_middleware(LogContext())
     for name in ACTOR_OPTIONS:
         broker.actors.pop(name, None)
 
@@ -198,10 +243,18 @@ def setup(broker: dramatiq.Broker, queue_prefix: str = "") -> dict[str, dramatiq
             get_context(),
             lambda pid: send("submit_payout", pid),
             lambda: send("process_inbox"),
+            enqueue_route=lambda pid: send("route_payment", pid),
         )
 
+    def reconcile() -> None:
+        reconcile_body(get_context())
+
+    def sync_accounts() -> None:
+        sync_accounts_body(get_context())
+
     declared: dict[str, dramatiq.Actor[Any, Any]] = {}
-    for fn in (process_inbox, release_due, evaluate_payout, submit_payout, route_payment, sweep):
+    actors = (process_inbox, release_due, evaluate_payout, submit_payout, route_payment, sweep)
+    for fn in (*actors, reconcile, sync_accounts):
         options = dict(ACTOR_OPTIONS[fn.__name__])
         options["queue_name"] = queue_prefix + options["queue_name"]
         declared[fn.__name__] = dramatiq.actor(

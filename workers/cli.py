@@ -1,23 +1,28 @@
-"""Long-running worker-side processes: ``python -m workers.cli relay|scheduler|dead-letters``.
+"""Long-running worker-side processes: ``python -m workers.cli
+relay|scheduler|worker|dead-letters``.
 
-``sluice relay``, ``sluice scheduler`` and ``sluice worker dead-letters`` exec this module
-(the import contracts keep ``adapters`` from importing ``workers``).
+``sluice relay``, ``sluice scheduler``, ``sluice worker`` and ``sluice worker dead-letters`` exec
+this module (the import contracts keep ``adapters`` from importing ``workers``). Each configures
+the one log format (``adapters.logs``) and, with ``--metrics-port`` (or ``SLUICE_METRICS_PORT``),
+serves its metrics (``adapters.metrics``).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import signal
 import sys
 import threading
 from typing import Any
 
+from adapters import logs
 from adapters.settings import Settings
 from workers.actors import queue_names, setup
 from workers.broker import broker_url, make_broker, queue_prefix
 
 DEAD_LETTERS_MAX = 1_000
+WAIT_HELP = "seconds to wait for a running instance to stop (default 0: exit 2 at once)"
 
 
 def _stop_on_signals() -> threading.Event:
@@ -33,21 +38,43 @@ def _open(settings: Settings) -> tuple[Any, Any]:
     return bootstrap(settings, role="worker"), read_model(settings, role="worker")
 
 
+def _take_lock(settings: Settings, name: str, wait_s: float, stop: threading.Event) -> Any:
+    """The store's ``name`` lock, waiting at most ``wait_s``; None (after saying who holds it,
+    on one line) when another instance keeps it: a second relay or scheduler, or a ``--once``
+    beside a running one, never starts silently."""
+    from workers.singleton import Singleton
+
+    lock = Singleton(settings, name)
+    if lock.wait_acquire(max(0.0, wait_s), stop):
+        return lock
+    print(f"error: {lock.busy_message(name)}", file=sys.stderr)
+    lock.close()
+    return None
+
+
 def relay(args: argparse.Namespace) -> int:
     from workers.relay import Relay
+    from workers.singleton import RELAY_LOCK
 
     settings = Settings()
+    stop = _stop_on_signals()
+    lock = _take_lock(settings, RELAY_LOCK, args.wait, stop)
+    if lock is None:
+        return 2
     broker = make_broker(broker_url())
     setup(broker, queue_prefix())
     ledger, view = _open(settings)
-    stop = _stop_on_signals()
+    metrics = _serve_metrics(args, "relay", ledger, view)
     try:
         runner = Relay(ledger, view, settings, name=args.name)
+        runner.singleton = lock  # held from here on: run() keeps it, or re-takes a lost one
         if args.once:
             print(f"relay: {runner.run_once()} events, {runner.published} messages")
         else:
             runner.run(stop)
     finally:
+        lock.close()
+        _stop_metrics(metrics)
         broker.close()
         ledger.close()
     return 0
@@ -55,14 +82,20 @@ def relay(args: argparse.Namespace) -> int:
 
 def scheduler(args: argparse.Namespace) -> int:
     from workers.scheduler import Scheduler
+    from workers.singleton import SCHEDULER_LOCK
 
     settings = Settings()
+    stop = _stop_on_signals()
+    lock = _take_lock(settings, SCHEDULER_LOCK, args.wait, stop)
+    if lock is None:
+        return 2
     broker = make_broker(broker_url())
     setup(broker, queue_prefix())
     ledger, view = _open(settings)
-    stop = _stop_on_signals()
+    metrics = _serve_metrics(args, "scheduler", ledger, view)
     try:
         runner = Scheduler(ledger, view, settings)
+        runner.singleton = lock  # held from here on
         if args.once:
             if not runner.singleton.acquire(stop):
                 return 1
@@ -71,9 +104,64 @@ def scheduler(args: argparse.Namespace) -> int:
         else:
             runner.run(stop, tick_s=args.tick)
     finally:
+        lock.close()
+        _stop_metrics(metrics)
         broker.close()
         ledger.close()
     return 0
+
+
+def _serve_metrics(args: argparse.Namespace, process: str, ledger: Any, view: Any) -> Any:
+    """The relay's lag, or the scheduler's inbox, payouts and queue depths, on the metrics port
+    (with this process's command counters)."""
+    from adapters import metrics
+
+    if process == "relay":
+        collectors: list[Any] = [metrics.StoreCollector(ledger, view, [metrics.relay_lag])]
+    else:
+        parts = [metrics.inbox_events, metrics.payouts_by_status]
+        collectors = [
+            metrics.StoreCollector(ledger, view, parts),
+            metrics.QueueCollector(broker_url(), queue_names(queue_prefix())),
+        ]
+    return metrics.serve(args.metrics_port, *collectors)
+
+
+def _stop_metrics(server: Any) -> None:
+    if server is not None:
+        server.shutdown()
+
+
+def worker(args: argparse.Namespace) -> int:
+    """dramatiq's CLI in this process (``dramatiq workers.main``), after the one log format is
+    set (its processes fork from this one and keep it) and, with a metrics port, dramatiq's
+    Prometheus middleware is configured: its exposition process serves every worker
+    process's series (``dramatiq_*`` and Sluice's command counters) on that port, collected
+    through prometheus-client's multiprocess files in a directory of this run's own."""
+    import tempfile
+
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    if args.metrics_port is not None:
+        if "prometheus_client" in sys.modules:  # it picks single- or multiprocess at import
+            raise RuntimeError("prometheus_client was imported before its multiprocess setup")
+        # dramatiq reads lowercase names; an operator may give the directory.
+        given = os.environ.get("dramatiq_prom_db")  # noqa: SIM112
+        directory = given or tempfile.mkdtemp(prefix="sluice-prom-")
+        os.environ.update(
+            {
+                "dramatiq_prom_db": directory,
+                "PROMETHEUS_MULTIPROC_DIR": directory,
+                "dramatiq_prom_port": str(args.metrics_port),
+                # adapters.metrics' settings, read here without importing prometheus_client.
+                "dramatiq_prom_host": Settings().metrics_host,
+                "SLUICE_METRICS_PORT": str(args.metrics_port),  # workers.main adds the middleware
+            }
+        )
+    argv = ["workers.main", "--processes", str(args.processes), "--threads", str(args.threads)]
+    result: int = dramatiq_main(make_argument_parser().parse_args([*argv, "--skip-logging"]))
+    return result
 
 
 def dead_letters(args: argparse.Namespace) -> int:
@@ -115,23 +203,35 @@ def dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_port_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-port", type=int, default=Settings().metrics_port)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="workers.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("relay")
     r.add_argument("--once", action="store_true")
     r.add_argument("--name", default="default")
+    r.add_argument("--wait", type=float, default=0.0, help=WAIT_HELP)
+    _metrics_port_option(r)
     r.set_defaults(run=relay)
     s = sub.add_parser("scheduler")
     s.add_argument("--once", action="store_true")
     s.add_argument("--tick", type=float, default=10.0)
+    s.add_argument("--wait", type=float, default=0.0, help=WAIT_HELP)
+    _metrics_port_option(s)
     s.set_defaults(run=scheduler)
+    w = sub.add_parser("worker")
+    w.add_argument("--processes", type=int, default=2)
+    w.add_argument("--threads", type=int, default=4)
+    _metrics_port_option(w)
+    w.set_defaults(run=worker)
     d = sub.add_parser("dead-letters")
     d.add_argument("--limit", type=int, default=DEAD_LETTERS_MAX)
     d.set_defaults(run=dead_letters)
     args = parser.parse_args(argv)
+    logs.use(None, None, process=args.command)
     result: int = args.run(args)
     return result
 

@@ -55,7 +55,6 @@ class Relay:
         self.publish = publish
         self.published = 0
         self.singleton = Singleton(settings, RELAY_LOCK)
-        sql_store.create_relay_table(view)
 
     # Position ---------------------------------------------------------------------------------
 

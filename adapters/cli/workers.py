@@ -1,8 +1,8 @@
 """The worker-side processes: `sluice worker [dead-letters]`, `sluice relay`, `sluice scheduler`.
 
 Each command replaces this process (``os.execv``) rather than importing and calling the worker
-code, because those processes are their own entry points: ``dramatiq workers.main`` is dramatiq's
-CLI, which forks the worker processes and creates the broker as it imports ``workers.main``;
+code, because those processes are their own entry points: ``workers.cli worker`` runs dramatiq's
+CLI, which forks the worker processes and creates the broker as they import ``workers.main``;
 ``python -m workers.cli`` runs the relay's and the scheduler's loops under its own signal handlers
 (and lists dead letters). After the exec a supervisor's signals reach that process directly, with
 no `sluice` process in between.
@@ -17,6 +17,22 @@ from typing import Annotated
 import typer
 
 commands = typer.Typer()
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(help="Serve Prometheus metrics on this port (SLUICE_METRICS_PORT)"),
+]
+
+
+Wait = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for a running instance to stop (default: exit 2 at once)"),
+]
+
+
+def _metrics_args(port: int | None) -> list[str]:
+    return ["--metrics-port", str(port)] if port is not None else []
+
+
 worker_app = typer.Typer(help="dramatiq workers (payouts, webhooks, releases)")
 
 
@@ -30,17 +46,19 @@ def worker(
     ctx: typer.Context,
     processes: Annotated[int, typer.Option(help="Worker processes")] = 2,
     threads: Annotated[int, typer.Option(help="Threads per process")] = 4,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Run the dramatiq workers (``dramatiq workers.main``; SLUICE_BROKER_URL picks the broker)."""
     if ctx.invoked_subcommand is None:
         _exec_python(
             "-m",
-            "dramatiq",
-            "workers.main",
+            "workers.cli",
+            "worker",
             "--processes",
             str(processes),
             "--threads",
             str(threads),
+            *_metrics_args(metrics_port),
         )
 
 
@@ -55,17 +73,27 @@ def worker_dead_letters(
 @commands.command()
 def relay(
     once: Annotated[bool, typer.Option(help="Publish what is pending, then exit")] = False,
+    metrics_port: MetricsPort = None,
+    wait: Wait = 0.0,
 ) -> None:
-    """Publish the messages the Ledger's events call for (one active relay)."""
-    _exec_python("-m", "workers.cli", "relay", *(["--once"] if once else []))
+    """Publish the messages the Ledger's events call for (one active relay: a second one exits
+    2 naming the running one)."""
+    _exec_python(
+        "-m", "workers.cli", "relay", *(["--once"] if once else []), *_metrics_args(metrics_port),
+        "--wait", str(wait),
+    )  # fmt: skip
 
 
 @commands.command()
 def scheduler(
     once: Annotated[bool, typer.Option(help="One tick, then exit")] = False,
     tick: Annotated[float, typer.Option(help="Seconds between ticks")] = 10.0,
+    metrics_port: MetricsPort = None,
+    wait: Wait = 0.0,
 ) -> None:
-    """Enqueue releases, scheduled payouts, inbox passes and sweeps (one active scheduler)."""
+    """Enqueue releases, scheduled payouts, inbox passes and sweeps (one active scheduler: a
+    second one exits 2 naming the running one)."""
     _exec_python(
-        "-m", "workers.cli", "scheduler", "--tick", str(tick), *(["--once"] if once else [])
-    )
+        "-m", "workers.cli", "scheduler", "--tick", str(tick), *(["--once"] if once else []),
+        *_metrics_args(metrics_port), "--wait", str(wait),
+    )  # fmt: skip

@@ -35,18 +35,36 @@ def test_every_setting_says_what_it_means() -> None:
     assert missing == []
 
 
+# A read of the environment: os.environ.get(X), os.getenv(X), or os.environ[X] not assigned to.
+READS = re.compile(
+    r"(?:environ\.get|getenv)\(\s*([\"']?\w+[\"']?)|environ\[\s*([\"']?\w+[\"']?)\s*\](?!\s*=[^=])"
+)
+
+
+def _read_names(text: str) -> set[str]:
+    """The ``SLUICE_`` variables a module reads from the environment, through a literal or a
+    module constant holding one."""
+    constants = dict(re.findall(r"^(\w+)\s*=\s*[\"'](SLUICE_\w+)[\"']", text, re.M))
+    names = set()
+    for found in READS.finditer(text):
+        token = (found.group(1) or found.group(2)).strip("\"'")
+        names.add(constants.get(token, token))
+    return {n for n in names if n.startswith("SLUICE_")}
+
+
 def test_no_process_reads_a_sluice_variable_around_the_model() -> None:
-    """Every ``SLUICE_…`` name in the product's code is a field of the model (named in a message)
-    or a test hook; and only the model reads the environment for one."""
+    """Every ``SLUICE_…`` name in the product's code is a field of the model (named in a message,
+    or exported to a child process) or a test hook; only the model reads one."""
     stray = set()
     for folder in ("adapters", "ledger", "projections", "workers", "stripe_sandbox"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
-            names = set(re.findall(r"[\"'](SLUICE_[A-Z0-9_]+)", text))
             where = path.relative_to(ROOT)
+            names = set(re.findall(r"[\"'](SLUICE_[A-Z0-9_]+)", text))
             stray |= {f"{where}: {n} is no setting" for n in names - SETTINGS - NOT_SETTINGS}
-            if "environ" in text and names & SETTINGS and where != Path("adapters/settings.py"):
-                stray.add(f"{where}: reads {sorted(names & SETTINGS)} around the model")
+            read = _read_names(text) - NOT_SETTINGS
+            if read and where != Path("adapters/settings.py"):
+                stray.add(f"{where}: reads {sorted(read)} around the model")
     assert stray == set()
 
 

@@ -1,0 +1,181 @@
+"""One log format for every Sluice process, configured once at its start (``configure``).
+
+structlog renders every record, its own and the standard library's: the code base logs with
+``logging.getLogger(...)``, and so do uvicorn, dramatiq and pika, so the root logger gets one
+handler whose ``ProcessorFormatter`` runs the same processors on all of them. Two renderings:
+``json`` (one object a line: ``timestamp``, ``level``, ``logger``, ``event``, ``process`` and
+whatever context is bound, such as ``request_id``) for containers and log shippers, and
+``console`` for a person at a terminal. The default is ``console`` on a TTY and ``json``
+otherwise; ``SLUICE_LOG_FORMAT`` or ``--log-format`` choose, ``SLUICE_LOG_LEVEL`` sets the level.
+
+Secrets never reach a line: keys that name one (authorization, api keys, webhook secrets,
+passwords) are replaced by ``[redacted]`` whatever logged them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+LOG_FORMAT_ENV = "SLUICE_LOG_FORMAT"
+LOG_LEVEL_ENV = "SLUICE_LOG_LEVEL"
+FORMATS = ("json", "console")
+REQUEST_ID_HEADER = "request-id"  # Stripe's name for it; X-Request-Id is accepted too
+REQUEST_ID_LEN_MAX = 200  # a client's id is echoed and logged: bounded, printable only
+
+# Context keys whose values are secrets, matched on the lowercased key.
+SECRET_KEY_PARTS = ("authorization", "api_key", "secret", "password", "token", "signing_key")
+# Third-party loggers that are too talkative at INFO for a production log.
+# (stripe-python logs every request and response at INFO.)
+QUIET_LOGGERS = {
+    "pika": logging.WARNING,
+    "httpx": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "stripe": logging.WARNING,
+}
+
+
+def log_settings() -> tuple[str | None, str | None]:
+    """(format, level) from the settings (None: auto format, the process's default level)."""
+    from adapters.settings import Settings
+
+    settings = Settings()
+    fmt = None if settings.log_format == "auto" else settings.log_format
+    return fmt, settings.log_level
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if any(part in key.lower() for part in SECRET_KEY_PARTS):
+            event[key] = "[redacted]"
+    return event
+
+
+def _shared(process: str | None) -> list[Any]:
+    """Processors for every record, structlog's own and the standard library's."""
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    if process:
+
+        def add_process(_: Any, __: str, event: MutableMapping[str, Any]) -> Any:
+            event.setdefault("process", process)
+            return event
+
+        processors.append(add_process)
+    return processors
+
+
+def _renderer(fmt: str) -> list[Any]:
+    if fmt == "json":
+        return [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    return [structlog.dev.ConsoleRenderer(colors=False)]
+
+
+def configure(
+    fmt: str | None = None,
+    level: str | None = None,
+    *,
+    process: str | None = None,
+    stream: TextIO | None = None,
+    default_level: str = "INFO",
+) -> str:
+    """Routes every log record of this process through structlog in one format; returns it.
+
+    Call it once at a process's start (again replaces the configuration). ``process`` names the
+    process on each line (api, relay, scheduler, projector, worker)."""
+    env_fmt, env_level = log_settings()
+    stream = stream or sys.stderr
+    fmt = fmt or env_fmt or ("console" if stream.isatty() else "json")
+    if fmt not in FORMATS:
+        raise ValueError(f"log format {fmt!r}: one of {', '.join(FORMATS)}")
+    shared = _shared(process)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,  # configure() may run again (tests, exec'd children)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderer(fmt)],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel((level or env_level or default_level).upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "dramatiq"):
+        # Their own handlers would print a second, differently formatted line.
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    for name, quiet in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet)
+    return fmt
+
+
+# Request ids ----------------------------------------------------------------------------------
+
+
+def _request_id(scope: MutableMapping[str, Any]) -> str:
+    for name, value in scope.get("headers", []):
+        if name in (b"request-id", b"x-request-id"):
+            text = value.decode("latin-1")[:REQUEST_ID_LEN_MAX]
+            if text.isprintable() and text.strip():
+                return text
+    return f"req_{uuid.uuid4().hex}"
+
+
+class RequestContext:
+    """Binds a ``request_id`` to every log line a request causes (its handler's thread
+    included: Starlette copies the context into its thread pool) and answers it in the
+    ``Request-Id`` header. A client's own ``Request-Id``/``X-Request-Id`` is kept."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+
+
+# `sluice` commands that run until stopped log at INFO by default; the others (a report, the
+# demo) print their results and log warnings only, unless a level is asked for.
+LONG_RUNNING = frozenset({"serve", "sandbox", "relay", "scheduler", "worker", "project"})
+
+
+def use(fmt: str | None, level: str | None, *, process: str | None = None) -> str:
+    """A process's command-line choice (``--log-format``, ``--log-level``): configures this
+    process and exports it, so a process it execs (relay, scheduler, workers) logs alike."""
+    if fmt:
+        os.environ[LOG_FORMAT_ENV] = fmt
+    if level:
+        os.environ[LOG_LEVEL_ENV] = level
+    default = "INFO" if process in LONG_RUNNING else "WARNING"
+    return configure(fmt, level, process=process, default_level=default)
