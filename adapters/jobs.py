@@ -40,7 +40,8 @@ from ledger.errors import (
     PayoutNotFoundError,
     PayoutsDisabledError,
 )
-from ledger.payouts import PENDING_STATUS
+from ledger.ids import unbranded
+from ledger.payouts import HELD, PENDING_STATUS
 from projections import queries
 from projections.store import ReadModel
 
@@ -56,6 +57,12 @@ CRASH_AFTER_STRIPE_ENV = "SLUICE_TEST_CRASH_AFTER_STRIPE"
 STRIPE_KEY_SAFE_AGE = timedelta(hours=20)
 SWEEP_PENDING_AFTER = timedelta(minutes=2)
 SWEEP_BATCH_MAX = 500
+# A held payout or routing waits on a person (a key, a permission): retried after 1, 2, 4, …
+# minutes, then hourly. The cap bounds the attempts (each is recorded: at most 24 a day each)
+# and how long a fixed problem keeps anything waiting.
+HOLD_RETRY_BASE = timedelta(minutes=1)
+HOLD_RETRY_MAX = timedelta(hours=1)
+HOLD_RETRY_DOUBLINGS_MAX = 16  # 2**16 minutes is far past the cap: no overflow, no huge ints
 
 
 class TransientError(Exception):
@@ -255,47 +262,73 @@ def _failure_code(error: GatewayError) -> str:
     return (code or "stripe_refused")[:64]
 
 
+def _at_stripe(ctx: Context, payout: Any) -> str:
+    """The payout's ``po_`` id: found at Stripe when its key may have expired, else created
+    (same Idempotency-Key: a retry gets the first one back). Raises TransientError (retry
+    class) or GatewayError (hold or refuse)."""
+    requested = _requested_at(payout)
+    if requested is not None and ctx.ledger.clock() - requested > STRIPE_KEY_SAFE_AGE:
+        found: str | None = _transient(lambda: _find_at_stripe(ctx, payout))
+        if found is not None:
+            return found
+    created = _transient(
+        lambda: ctx.gateway.create_payout(
+            account=payout.account_id,
+            amount=payout.amount_minor,
+            currency=payout.currency,
+            idempotency_key=payout.payout_id,
+            metadata={SLUICE_PAYOUT_METADATA_KEY: payout.payout_id},
+        )
+    )
+    return str(created.id)
+
+
+def _not_taken(ctx: Context, payout: Any, error: GatewayError) -> None:
+    """Stripe did not take the payout, and retrying now cannot help (TransientError covers the
+    retry class). A hold (a key or permission an operator must fix) records why and keeps the
+    funds in transit, to be submitted again by the sweeper; a refusal fails the payout, and its
+    funds go back to available instead of staying in transit forever."""
+    payout_id = payout.payout_id
+    if error.held:
+        _transient(
+            lambda: ctx.ledger.hold_payout(
+                idempotency_key=f"held:{payout_id}:{payout.hold_count + 1}",
+                payout_id=payout_id,
+                reason_code=error.reason_code,
+                message=error.reason_message,
+            )
+        )
+        log.error("Stripe did not take payout %s (held, fix and it resumes): %s", payout_id, error)
+        return
+    ctx.ledger.fail_payout(
+        idempotency_key=f"refused:{payout_id}",
+        payout_id=payout_id,
+        failure_code=_failure_code(error),
+    )
+    log.warning("Stripe refused payout %s: %s", payout_id, error)
+
+
 def submit_payout_body(ctx: Context, payout_id: str) -> str | None:
     """Creates the payout at Stripe and records its ``po_`` id, exactly once: duplicates wait on
     the payout's advisory lock; a crash between the two steps is repaired by the retry, which
     gets the same payout back from Stripe (same Idempotency-Key) and records it."""
-    with ctx.advisory_lock(f"sluice:payout:{payout_id}"):
+    # One lock per payout whichever form of its id the message names (a payout requested before
+    # the sl_ brand is found by both): Stripe's key is the stored id (``_at_stripe``).
+    with ctx.advisory_lock(f"sluice:payout:{unbranded(payout_id)}"):
         payout = ctx.ledger.get_payout(payout_id)
         if payout is None:
             raise PayoutNotFoundError(f"payout {payout_id} not found", param="payout_id")
         if payout.stripe_payout_id is not None:
             return str(payout.stripe_payout_id)
-        if payout.status != PENDING_STATUS:
+        if payout.status not in (PENDING_STATUS, HELD):
             return None  # canceled or failed before it was submitted: nothing to send
         if ctx.ledger.has_command(f"stripe:payout:{payout_id}"):
             return None  # Stripe initiated it (automatic payout): folded, never re-created
-        stripe_id: str | None = None
-        requested = _requested_at(payout)
-        if requested is not None and ctx.ledger.clock() - requested > STRIPE_KEY_SAFE_AGE:
-            stripe_id = _transient(lambda: _find_at_stripe(ctx, payout))
-        if stripe_id is None:
-            try:
-                created = _transient(
-                    lambda: ctx.gateway.create_payout(
-                        account=payout.account_id,
-                        amount=payout.amount_minor,
-                        currency=payout.currency,
-                        idempotency_key=payout_id,
-                        metadata={SLUICE_PAYOUT_METADATA_KEY: payout_id},
-                    )
-                )
-            except GatewayError as refused:
-                # Stripe refused it for good (TransientError covers the retryable ones): the
-                # payout failed, and its funds go back to available instead of staying in
-                # transit forever.
-                ctx.ledger.fail_payout(
-                    idempotency_key=f"refused:{payout_id}",
-                    payout_id=payout_id,
-                    failure_code=_failure_code(refused),
-                )
-                log.warning("Stripe refused payout %s: %s", payout_id, refused)
-                return None
-            stripe_id = str(created.id)
+        try:
+            stripe_id = _at_stripe(ctx, payout)
+        except GatewayError as refused:
+            _not_taken(ctx, payout, refused)
+            return None
         if os.environ.get(CRASH_AFTER_STRIPE_ENV) == "1":
             os._exit(9)  # test hook (see CRASH_AFTER_STRIPE_ENV)
         try:
@@ -318,6 +351,14 @@ def submit_payout_body(ctx: Context, payout_id: str) -> str | None:
 class SweepReport:
     resubmitted: list[str]
     inbox_due: bool
+    held_retried: list[str] = field(default_factory=list)  # held payouts submitted again
+    routings_retried: list[str] = field(default_factory=list)  # payments of held routings
+
+
+def hold_retry_after(holds: int) -> timedelta:
+    """How long after its latest held attempt a held payout or routing is tried again."""
+    doublings = min(max(holds - 1, 0), HOLD_RETRY_DOUBLINGS_MAX)
+    return min(HOLD_RETRY_BASE * (1 << doublings), HOLD_RETRY_MAX)
 
 
 def sweep_body(
@@ -325,11 +366,13 @@ def sweep_body(
     enqueue_submit: Callable[[str], None],
     enqueue_inbox: Callable[[], None],
     older_than: timedelta = SWEEP_PENDING_AFTER,
+    enqueue_route: Callable[[str], None] | None = None,
 ) -> SweepReport:
     """The safety net for lost, expired or dead-lettered messages: pending payouts never
-    submitted to Stripe are submitted again; due webhook events get a fold pass."""
-    cutoff = ctx.ledger.clock() - older_than
-    candidates = queries.pending_payouts_before(ctx.view, cutoff, SWEEP_BATCH_MAX)
+    submitted to Stripe are submitted again; held payouts and held routings are tried again
+    once their backoff passed (``hold_retry_after``); due webhook events get a fold pass."""
+    now = ctx.ledger.clock()
+    candidates = queries.pending_payouts_before(ctx.view, now - older_than, SWEEP_BATCH_MAX)
     resubmitted = []
     for payout_id in candidates:
         payout = ctx.ledger.get_payout(payout_id)
@@ -339,10 +382,43 @@ def sweep_body(
             continue
         enqueue_submit(payout_id)
         resubmitted.append(payout_id)
-    due = bool(inbox.due(ctx.view, 1))
-    if due:
+    report = SweepReport(resubmitted, bool(inbox.due(ctx.view, 1)))
+    report.held_retried = _retry_held_payouts(ctx, now, enqueue_submit)
+    if enqueue_route is not None:
+        report.routings_retried = _retry_held_routings(ctx, now, enqueue_route)
+    if report.inbox_due:
         enqueue_inbox()
-    return SweepReport(resubmitted, due)
+    return report
+
+
+def _retry_held_payouts(
+    ctx: Context, now: datetime, enqueue_submit: Callable[[str], None]
+) -> list[str]:
+    retried = []
+    for payout_id in queries.held_payouts(ctx.view, SWEEP_BATCH_MAX):
+        payout = ctx.ledger.get_payout(payout_id)
+        if payout is None or payout.status != HELD or payout.stripe_payout_id:
+            continue  # the read model lags the ledger: the payout moved on already
+        held_at = payout.held_at
+        if held_at is None or now >= held_at + hold_retry_after(payout.hold_count):
+            enqueue_submit(payout_id)
+            retried.append(payout_id)
+    return retried
+
+
+def _retry_held_routings(
+    ctx: Context, now: datetime, enqueue_route: Callable[[str], None]
+) -> list[str]:
+    retried = []
+    for row in queries.held_routings(ctx.view, SWEEP_BATCH_MAX):
+        payment = ctx.ledger.get_payment(row["payment"])
+        hold = payment.routing_held if payment is not None else None
+        if hold is None:
+            continue  # resumed since the read model saw it
+        if now >= hold["held_at"] + hold_retry_after(int(hold["holds"])):
+            enqueue_route(row["payment"])
+            retried.append(row["payment"])
+    return retried
 
 
 def pay_out_by_schedule(ctx: Context, now: datetime) -> list[str]:
@@ -361,3 +437,38 @@ def pay_out_by_schedule(ctx: Context, now: datetime) -> list[str]:
             submit_payout_body(ctx, payout_id)
             paid.append(payout_id)
     return paid
+
+
+def sync_accounts_body(ctx: Context) -> list[str]:
+    """Opens the connected accounts Stripe lists and the ledger does not know yet (created at
+    Stripe after the import, with no event Sluice folded): the scheduler calls it now and then.
+    One pass over ``GET /v1/accounts`` (bounded by the gateway); returns the ids opened."""
+    from adapters.stripe.importer import sync_accounts
+
+    opened: list[str] = _transient(lambda: sync_accounts(ctx.ledger, ctx.gateway, ctx.settings))
+    if opened:
+        log.info("opened %d connected account(s) found at Stripe: %s", len(opened), opened)
+    return opened
+
+
+def reconcile_body(ctx: Context) -> dict[str, int]:
+    """One reconciliation pass (``adapters.reconcile``): Stripe's balance transactions since
+    each account's cursor beside the ledger, lost webhooks repaired through the fold, every
+    difference recorded as a named break. Skipped while another pass holds the lock."""
+    from adapters.reconcile import Reconciler
+
+    with ctx.advisory_lock("sluice:reconcile", wait=False) as held:
+        if not held:
+            return {"skipped": 1}
+        # Routing plans a refetched charge records are carried out by route_payment (the relay).
+        folder = Folder(ctx.ledger, ctx.gateway, ctx.settings, route_inline=False)
+        report = _transient(
+            lambda: Reconciler(ctx.ledger, ctx.view, ctx.gateway, ctx.settings, folder=folder).run()
+        )
+    return {
+        "checked": report.checked,
+        "found": sum(report.found.values()),
+        "repaired": report.repaired,
+        "resolved": report.resolved,
+        "open": sum(report.open.values()),
+    }

@@ -203,6 +203,24 @@ class Ledger(Engine):
         """Executes ``commands.CancelPayout``; its rules: ``handlers._cancel_payout``."""
         return self.execute(c.CancelPayout(**self._stamp(idempotency_key, effective_at), **params))
 
+    def hold_payout(
+        self, *, idempotency_key: str, effective_at: datetime | None = None, **params: Any
+    ) -> CommandResult:
+        """Executes ``commands.HoldPayout``; its rules: ``handlers._hold_payout``."""
+        return self.execute(c.HoldPayout(**self._stamp(idempotency_key, effective_at), **params))
+
+    def hold_routing(
+        self, *, idempotency_key: str, effective_at: datetime | None = None, **params: Any
+    ) -> CommandResult:
+        """Executes ``commands.HoldRouting``; its rules: ``handlers._hold_routing``."""
+        return self.execute(c.HoldRouting(**self._stamp(idempotency_key, effective_at), **params))
+
+    def resume_routing(
+        self, *, idempotency_key: str, effective_at: datetime | None = None, **params: Any
+    ) -> CommandResult:
+        """Executes ``commands.ResumeRouting``; its rules: ``handlers._resume_routing``."""
+        return self.execute(c.ResumeRouting(**self._stamp(idempotency_key, effective_at), **params))
+
     # Queries (the write side's own state; finance queries belong to projections) -----------
 
     def _find(self, aggregate_id: UUID, cls: type[A]) -> A | None:

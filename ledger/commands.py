@@ -94,6 +94,18 @@ class UpdateAccount(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SetAccountProfile(Command):
+    """The account's name, email and metadata, replaced whole. Metadata travels as sorted pairs:
+    its values may be as long as Stripe's (500 characters), which the account checks."""
+
+    name = "set_account_profile"
+    account_id: str
+    display_name: str | None = None
+    email: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class SetPayoutSchedule(Command):
     name = "set_payout_schedule"
     account_id: str
@@ -249,3 +261,34 @@ class FailPayout(Command):
 class CancelPayout(Command):
     name = "cancel_payout"
     payout_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HoldPayout(Command):
+    """Stripe did not take the payout, for a reason an operator must fix: it waits, nothing
+    moves (``ledger.payouts``)."""
+
+    name = "hold_payout"
+    payout_id: str
+    reason_code: str
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HoldRouting(Command):
+    """Stripe did not take a transfer of the payment's routing plan, for a reason an operator
+    must fix: the routing waits, nothing moves (``ledger.payments``)."""
+
+    name = "hold_routing"
+    payment_id: str
+    destination: str
+    reason_code: str
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeRouting(Command):
+    """The held routing's transfers were all made."""
+
+    name = "resume_routing"
+    payment_id: str

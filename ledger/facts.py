@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ledger.balances import Balance
+from ledger.balances import LOTS_MAX, Balance
 from ledger.commands import Message
 from ledger.errors import InvalidParameterError, PayoutNotFoundError, SluiceError, SplitRuleError
-from ledger.events import check_instant
+from ledger.events import JournalEvent, check_instant
 from ledger.ids import (
     balance_aggregate_id,
     object_id,
@@ -32,8 +32,19 @@ from ledger.ids import (
     payout_aggregate_id,
     transfer_aggregate_id,
 )
-from ledger.journal import BANK, PENDING, move
+from ledger.journal import (
+    AVAILABLE,
+    BANK,
+    OPENING_BALANCE,
+    PENDING,
+    RESERVED,
+    balance_row,
+    book_deltas,
+    entry,
+    move,
+)
 from ledger.money import check_amount, check_currency
+from ledger.openings import OPENING_INDEX_ID, Opening, OpeningIndex, opening_aggregate_id
 from ledger.payments import Payment
 from ledger.payouts import CANCELED, FAILED, IN_TRANSIT, PAID, TRANSITIONS, Payout
 from ledger.splits import SplitPart, allocate
@@ -186,6 +197,30 @@ class TopUpSucceeded(Fact):
     currency: str
     amount_minor: int
     available_on: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpeningBalanceImported(Fact):
+    """An account's balance in one currency at the import's cut-over (``effective_at``), from
+    Stripe's numbers alone (``GET /v1/balance`` less the balance transactions since, pending
+    lots by their ``available_on``). Booked against the account's ``opening_balance`` book; a
+    later fact from before the cut-over is offset against it (``ledger.openings``)."""
+
+    name = "opening_balance_imported"
+    account_id: str
+    currency: str
+    available_minor: int  # may be negative: Stripe allows it
+    pending: tuple[tuple[datetime, int], ...] = ()  # (available_on, amount_minor) lots
+
+
+@dataclass(frozen=True, kw_only=True)
+class BalanceTransactionsImported(Fact):
+    """The import has booked an account's balance transactions up to ``cursor`` (Stripe's
+    ``txn_`` id): an interrupted import resumes after it. Moves no money."""
+
+    name = "balance_transactions_imported"
+    account_id: str
+    cursor: str
 
 
 # Recording: shared by both doors ----------------------------------------------------------------
@@ -453,6 +488,118 @@ def _topup_succeeded(s: Scope, f: TopUpSucceeded) -> dict[str, str]:
     return {"topup": f.topup_id}
 
 
+def _opening_balance_imported(s: Scope, f: OpeningBalanceImported) -> dict[str, str]:
+    check_currency(f.currency)
+    s.account(f.account_id)
+    cutover = f.effective_at
+    lots = _opening_lots(f, cutover)
+    if not isinstance(f.available_minor, int) or isinstance(f.available_minor, bool):
+        raise InvalidParameterError("available_minor must be an integer", param="available_minor")
+    index = s.find(OPENING_INDEX_ID, OpeningIndex)
+    if index is None:
+        index = OpeningIndex.start(s.when)
+        s.add(index)
+    index.set_cutover(f.account_id, cutover, s.when)
+    opening = s.find(opening_aggregate_id(f.account_id), Opening)
+    if opening is None:
+        opening = Opening.start(f.account_id, cutover, s.when)
+        s.add(opening)
+    if f.currency in opening.currencies:
+        raise InvalidParameterError(
+            f"{f.account_id} {f.currency} has an opening balance already", param="currency"
+        )
+    parts: list[tuple[datetime | None, int, str]] = [(on, n, PENDING) for on, n in lots]
+    parts.append((None, f.available_minor, AVAILABLE))
+    for on, amount, book in parts:
+        if amount == 0:
+            continue
+        label = on.isoformat() if on is not None else "available"
+        opening.book(
+            f.currency,
+            move(
+                object_id("txn", "opening", f.account_id, f.currency, label),
+                "opening_balance",
+                amount,
+                f.currency,
+                (f.account_id, OPENING_BALANCE),
+                (f.account_id, book),
+                on,
+            ),
+            s.when,
+        )
+    return {"opening": f.account_id, "currency": f.currency}
+
+
+def _opening_lots(f: OpeningBalanceImported, cutover: datetime) -> list[tuple[datetime, int]]:
+    """Pending lots: pending at the cut-over (due after it), one per instant, bounded."""
+    if not isinstance(f.pending, tuple) or len(f.pending) > LOTS_MAX:
+        raise InvalidParameterError(f"at most {LOTS_MAX} pending lots", param="pending")
+    lots: dict[datetime, int] = {}
+    for lot in f.pending:
+        if not isinstance(lot, tuple) or len(lot) != 2:
+            raise InvalidParameterError("lots are (available_on, amount_minor)", param="pending")
+        on = check_instant(lot[0], "pending")
+        amount = lot[1]
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise InvalidParameterError("lot amounts are integers", param="pending")
+        if on <= cutover or on in lots:
+            raise InvalidParameterError(
+                "pending lots fall due after the cut-over, one per instant", param="pending"
+            )
+        lots[on] = amount
+    return sorted(lots.items())
+
+
+def _balance_transactions_imported(s: Scope, f: BalanceTransactionsImported) -> dict[str, str]:
+    opening = s.find(opening_aggregate_id(f.account_id), Opening)
+    if opening is None:
+        raise InvalidParameterError(f"{f.account_id} has no opening balance", param="account")
+    opening.progress(f.cursor, s.when)
+    return {"opening": f.account_id, "cursor": f.cursor}
+
+
+_NOT_OFFSET = ("release", "opening_balance", "opening_offset")  # no money from outside
+
+
+def offset_before_opening(s: Scope, f: Fact) -> None:
+    """Run by the engine after every fact: what the fact booked on the balance books of an
+    account whose history before its cut-over is an opening balance, dated before that
+    cut-over, is in the opening balance already; an ``Opening.Offset`` returns it to the
+    opening book, posting for posting (``ledger.openings``). One read when nothing was
+    imported."""
+    if isinstance(f, FundsAvailable | OpeningBalanceImported | BalanceTransactionsImported):
+        return
+    index = s.find(OPENING_INDEX_ID, OpeningIndex)
+    if index is None:
+        return
+    for event in s.new_events():
+        if not isinstance(event, JournalEvent) or event.kind in _NOT_OFFSET:
+            continue
+        for (owner, currency), books in book_deltas(event.entry_postings()).items():
+            cutover = index.cutovers.get(owner)
+            if cutover is None or event.effective_at >= cutover:
+                continue
+            pending, available, reserved = balance_row(books)
+            if not (pending or available or reserved):
+                continue
+            opening = s.find(opening_aggregate_id(owner), Opening)
+            if opening is None:
+                raise InvalidParameterError(f"{owner} has a cut-over but no opening")
+            lines = [
+                (owner, PENDING, -pending, currency),
+                (owner, AVAILABLE, -available, currency),
+                (owner, RESERVED, -reserved, currency),
+                (owner, OPENING_BALANCE, pending + available + reserved, currency),
+            ]
+            offset = entry(
+                object_id("txn", "opening_offset", event.entry_id, owner),
+                "opening_offset",
+                lines,
+                event.available_on if pending else None,
+            )
+            opening.offset(event.entry_id, offset, s.when)
+
+
 FACT_HANDLERS: dict[type[Message], Callable[[Scope, Any], dict[str, str]]] = {
     ChargeSucceeded: _charge_succeeded,
     TransferCreated: _transfer_created,
@@ -466,4 +613,29 @@ FACT_HANDLERS: dict[type[Message], Callable[[Scope, Any], dict[str, str]]] = {
     PayoutStatusReported: _payout_status_reported,
     FundsAvailable: _funds_available,
     TopUpSucceeded: _topup_succeeded,
+    OpeningBalanceImported: _opening_balance_imported,
+    BalanceTransactionsImported: _balance_transactions_imported,
 }
+
+
+# Movements Stripe makes on its own (reconciliation; the booking is ledger.reconciliation's) ---
+
+
+@dataclass(frozen=True, kw_only=True)
+class StripeAdjustment(Fact):
+    """A movement Stripe made on its own that Sluice books no object for, as its balance
+    transaction reports it: an ``adjustment``, a ``stripe_fee``, a ``transfer_cancel``, any type
+    (``bt_type``, Stripe's). ``amount_minor`` and ``fee_minor`` are signed as Stripe's are; the
+    account receives ``amount - fee``, pending until ``available_on`` if that is still ahead.
+    One movement is recorded once (``movement_id``: Stripe's ``txn_`` id)."""
+
+    name = "stripe_adjustment"
+    movement_id: str
+    account_id: str
+    currency: str
+    bt_type: str
+    amount_minor: int
+    available_on: datetime
+    fee_minor: int = 0
+    source_id: str | None = None  # the Stripe object behind it, when Stripe names one
+    description: str | None = None

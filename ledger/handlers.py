@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger import commands as c
-from ledger import facts
+from ledger import facts, reconciliation
 from ledger.accounts import ConnectedAccount
 from ledger.balances import Balance
 from ledger.engine import Handler, Scope
@@ -65,6 +65,13 @@ def _update_account(s: Scope, cmd: c.UpdateAccount) -> dict[str, str]:
         charges_enabled=cmd.charges_enabled,
         payouts_enabled=cmd.payouts_enabled,
         external_account_status=cmd.external_account_status,
+    )
+    return {"account": cmd.account_id}
+
+
+def _set_account_profile(s: Scope, cmd: c.SetAccountProfile) -> dict[str, str]:
+    s.account(cmd.account_id).set_profile(
+        s.when, name=cmd.display_name, email=cmd.email, metadata=dict(cmd.metadata)
     )
     return {"account": cmd.account_id}
 
@@ -386,9 +393,25 @@ def _cancel_payout(s: Scope, cmd: c.CancelPayout) -> dict[str, str]:
     return {"payout": cmd.payout_id}
 
 
+def _hold_payout(s: Scope, cmd: c.HoldPayout) -> dict[str, str]:
+    s.payout(cmd.payout_id).hold(cmd.reason_code, cmd.message, s.when)
+    return {"payout": cmd.payout_id}
+
+
+def _hold_routing(s: Scope, cmd: c.HoldRouting) -> dict[str, str]:
+    s.payment(cmd.payment_id).hold_routing(cmd.destination, cmd.reason_code, cmd.message, s.when)
+    return {"payment": cmd.payment_id}
+
+
+def _resume_routing(s: Scope, cmd: c.ResumeRouting) -> dict[str, str]:
+    s.payment(cmd.payment_id).resume_routing(s.when)
+    return {"payment": cmd.payment_id}
+
+
 COMMAND_HANDLERS: dict[type[c.Message], Handler] = {
     c.OpenAccount: _open_account,
     c.UpdateAccount: _update_account,
+    c.SetAccountProfile: _set_account_profile,
     c.SetPayoutSchedule: _set_payout_schedule,
     c.CloseAccount: _close_account,
     c.RecordPayment: _record_payment,
@@ -406,4 +429,9 @@ COMMAND_HANDLERS: dict[type[c.Message], Handler] = {
     c.MarkPayoutPaid: _mark_paid,
     c.FailPayout: _fail_payout,
     c.CancelPayout: _cancel_payout,
+    c.HoldPayout: _hold_payout,
+    c.HoldRouting: _hold_routing,
+    c.ResumeRouting: _resume_routing,
+    # Reconciliation's outcomes, and the fact of a movement Stripe made on its own.
+    **reconciliation.HANDLERS,
 }

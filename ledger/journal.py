@@ -25,7 +25,18 @@ CUSTOMER_FUNDS = "customer_funds"  # world: card networks and customers
 STRIPE_FEES = "stripe_fees"  # world: fees Stripe kept
 PAYOUTS_IN_TRANSIT = "payouts_in_transit"  # account: on the way to its bank
 BANK = "bank"  # account: its external bank account
-OUTSIDE_BOOKS = frozenset({CUSTOMER_FUNDS, STRIPE_FEES, PAYOUTS_IN_TRANSIT, BANK})
+# account: equity for the history before Sluice took over (``ledger.openings``): an imported
+# opening balance is booked against it, and so are offsets of facts it already contains.
+OPENING_BALANCE = "opening_balance"
+OUTSIDE_BOOKS = frozenset({CUSTOMER_FUNDS, STRIPE_FEES, PAYOUTS_IN_TRANSIT, BANK, OPENING_BALANCE})
+# Reconciliation (``ledger.reconciliation``): world's book for money Stripe moved on its own
+# (an ``adjustment``), and an account's clearing book, its suspense: a difference with Stripe is
+# booked there against the balance books while its cause is open, and reversed (the book back to
+# zero) once the missing side arrives.
+STRIPE_ADJUSTMENTS = "stripe_adjustments"
+CLEARING = "clearing"
+WORLD_BOOKS = frozenset({CUSTOMER_FUNDS, STRIPE_FEES, STRIPE_ADJUSTMENTS})
+OUTSIDE_BOOKS = OUTSIDE_BOOKS | {STRIPE_ADJUSTMENTS, CLEARING}
 BOOKS = BALANCE_BOOKS | OUTSIDE_BOOKS
 
 POSTINGS_PER_ENTRY_MAX = 64
@@ -47,6 +58,11 @@ KINDS = frozenset(
         "payout_paid",  # in transit reached the bank
         "payout_failure",
         "payout_cancel",
+        "stripe_movement",  # a movement Stripe made on its own (adjustment, stripe_fee, …)
+        "clearing",  # reconciliation books a difference with Stripe (ledger.reconciliation)
+        "clearing_reversal",  # … and takes it back once the difference is gone
+        "opening_balance",  # an account's balance at the import's cut-over
+        "opening_offset",  # a fact from before the cut-over, already in the opening balance
     }
 )
 
@@ -99,7 +115,7 @@ def check_balanced(postings: Sequence[Posting]) -> None:
     for p in postings:
         invariant(p.book in BOOKS, f"unknown book {p.book!r}")
         invariant(
-            (p.owner == WORLD) == (p.book in (CUSTOMER_FUNDS, STRIPE_FEES)),
+            (p.owner == WORLD) == (p.book in WORLD_BOOKS),
             f"book {p.book!r} cannot belong to {p.owner!r}",
         )
         check_currency(p.currency)

@@ -33,6 +33,7 @@ from ledger.journal import (
     move,
 )
 from ledger.money import THREE_DECIMAL, check_amount, check_currency
+from ledger.payouts import check_hold_reason
 
 CHARGE_TYPES = ("direct", "destination", "separate")
 REFUNDS_PER_PAYMENT_MAX = 1_000
@@ -158,6 +159,35 @@ class Payment(Aggregate):
         def apply(self, payment: Payment) -> None:
             payment.routing = [list(part) for part in self.parts]
 
+    class RoutingHeld(Aggregate.Event):
+        """A transfer of the routing plan was not made: Stripe did not take it for a reason an
+        operator must fix (a rolled key, a missing permission). Nothing moved; the routing is
+        retried, and resumes once Stripe takes it."""
+
+        payment_id: str
+        destination: str
+        reason_code: str
+        message: str
+        effective_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.routing_hold = {
+                "destination": self.destination,
+                "reason_code": self.reason_code,
+                "message": self.message,
+                "held_at": self.effective_at,
+                "holds": payment.routing_holds + 1,
+            }
+
+    class RoutingResumed(Aggregate.Event):
+        """Every transfer of the routing plan was made after it had been held."""
+
+        payment_id: str
+        effective_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.routing_hold = None
+
     class DisputeLost(Aggregate.Event):
         dispute_id: str
         effective_at: datetime
@@ -187,6 +217,7 @@ class Payment(Aggregate):
     fee_refunds: dict[str, int]
     dispute: dict[str, Any] | None
     routing: list[list[str | int]]  # set by RoutingPlanned (absent on payments before it)
+    routing_hold: dict[str, Any] | None  # set by RoutingHeld, cleared by RoutingResumed
 
     def __init__(self) -> None:
         """State comes from the created event's apply(); annotations above are for typing."""
@@ -311,6 +342,47 @@ class Payment(Aggregate):
             self.RoutingPlanned,
             payment_id=self.payment_id,
             parts=[[account, amount] for account, amount in parts.items() if amount],
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    @property
+    def routing_held(self) -> dict[str, Any] | None:
+        """The latest hold of the routing, while it lasts (None: not held)."""
+        held: dict[str, Any] | None = getattr(self, "routing_hold", None)
+        return held
+
+    @property
+    def routing_holds(self) -> int:
+        """Held attempts since the routing was last held afresh (0: not held)."""
+        held = self.routing_held
+        return int(held["holds"]) if held else 0
+
+    def hold_routing(self, destination: str, reason_code: str, message: str, when: When) -> None:
+        if destination not in self.planned_routing:
+            raise InvalidParameterError(
+                f"{destination} is not in the routing plan of {self.payment_id}",
+                param="destination",
+            )
+        check_hold_reason(reason_code, message)
+        self.trigger_event(
+            self.RoutingHeld,
+            payment_id=self.payment_id,
+            destination=destination,
+            reason_code=reason_code,
+            message=message,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def resume_routing(self, when: When) -> None:
+        if self.routing_held is None:
+            raise InvalidTransitionError(
+                f"the routing of {self.payment_id} is not held", param="payment_id"
+            )
+        self.trigger_event(
+            self.RoutingResumed,
+            payment_id=self.payment_id,
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )

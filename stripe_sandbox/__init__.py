@@ -10,8 +10,9 @@ this package plays Stripe for the real `stripe` SDK (16.x, API version `2026-10-
 
 Behaviour follows `reference/stripe-connect.md`; where Stripe does not document a behaviour the
 code says so in a comment starting `# Undocumented:`. Settings: `SandboxSettings` (fees, delays,
-webhook retries, …; see `settings.py`). Served from the command line by `run_sandbox(host, port,
-**settings)` (`main(port)` for `sluice sandbox --port N`).
+webhook retries, starting chaos, …; see `settings.py`), also read from strings (`from_options`)
+and TOML files (`from_file`). Served from the command line by `run_sandbox(host, port,
+**settings)` (`sluice sandbox --port N --settings-file F --set NAME=VALUE`).
 
 Stripe API served (`/v1`, secret key auth, `Stripe-Account`, `Idempotency-Key`, `expand[]`):
 - accounts: create (legacy `type` or `controller`), retrieve, update, list, `GET /v1/account`;
@@ -51,8 +52,11 @@ Stripe API served (`/v1`, secret key auth, `Stripe-Account`, `Idempotency-Key`, 
   no_account after first showing paid); automatic payouts on daily/weekly/monthly schedules.
 - disputes: retrieve, list, update (evidence, `winning_evidence` / `losing_evidence`), close.
 - topups (platform): create, retrieve, list.
-- events: retrieve, list; webhook_endpoints: create, retrieve, update, list, delete, with
-  signed, retried delivery (`connect=true` endpoints get connected accounts' events).
+- events: retrieve, list; webhook_endpoints: create (`url`, `enabled_events` incl. `["*"]`,
+  `connect`, `api_version`, `description`, `metadata`; `secret` shown only here), retrieve,
+  update (`url`, `enabled_events`, `disabled`, `description`, `metadata`; not `api_version` nor
+  `connect`, as at Stripe), list, delete, with signed, retried delivery (`connect=true`
+  endpoints get connected accounts' events, the others the platform's).
 
 Not covered: manual capture, customers, payment methods beyond the test ids above, setup
 intents, tokens, instant payouts, payout reversals, top-up cancel/failure, refund failures or
@@ -65,21 +69,26 @@ balance settings, search endpoints, thin (v2) events, rate limits, `Stripe-Versi
 Control routes (not Stripe's; no auth): `GET /_sandbox/info`, `GET /_sandbox/clock`,
 `POST /_sandbox/clock/advance` (`seconds`, `deliver_webhooks`), `POST /_sandbox/webhooks/flush`,
 `GET|POST /_sandbox/webhooks/chaos` (`duplicate`, `duplicate_count`, `reorder`, `delay_seconds`,
-`seed`), `GET /_sandbox/webhooks/attempts`, `POST /_sandbox/reset`,
+`seed`, `drop`: events lost for good), `GET /_sandbox/webhooks/attempts`, `POST /_sandbox/reset`,
+`POST /_sandbox/drift/balance_transactions` (a movement Stripe makes on its own; `drift.py`),
 `POST /_sandbox/payouts/{id}/fail` (`failure_code`), `POST /_sandbox/disputes/{id}/resolve`
-(`outcome` won|lost). Bodies may be JSON or form-encoded.
+(`outcome` won|lost), `GET|POST|DELETE /_sandbox/faults` (the next N `/v1` calls answered
+with one of Stripe's errors: 401, 403, 429, 500, 400 idempotency or a refusal; see `faults.py`;
+`Sandbox.arm_fault` in-process). Bodies may be JSON or form-encoded.
 """
 
 from stripe_sandbox.app import create_sandbox_app
 from stripe_sandbox.server import Sandbox, main, run_sandbox
-from stripe_sandbox.settings import FeeRule, SandboxSettings, parse_fee_rules
+from stripe_sandbox.settings import Chaos, FeeRule, SandboxSettings, SettingError, parse_fee_rules
 from stripe_sandbox.state import SandboxState
 
 __all__ = [
+    "Chaos",
     "FeeRule",
     "Sandbox",
     "SandboxSettings",
     "SandboxState",
+    "SettingError",
     "create_sandbox_app",
     "main",
     "parse_fee_rules",

@@ -23,7 +23,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from stripe_sandbox import accounts, disputes, payments, payouts, state, transfers, webhooks
+from stripe_sandbox import (
+    accounts,
+    disputes,
+    drift,
+    faults,
+    payments,
+    payouts,
+    state,
+    transfers,
+    webhooks,
+)
 from stripe_sandbox.errors import StripeApiError, bad_param, invalid, unauthorized
 from stripe_sandbox.forms import Params, parse_pairs
 from stripe_sandbox.state import SandboxState
@@ -89,6 +99,9 @@ def handle_api(
         # Undocumented: a requested Stripe-Version is ignored; the sandbox renders one version.
         response_headers = {"Request-Id": request_id, "Stripe-Version": state.settings.api_version}
         try:
+            fault = state.faults.take(method, path)  # before anything: it changes nothing
+            if fault is not None:
+                raise fault
             result = _serve(state, request_id, method, path, query, headers, body)
         except StripeApiError as exc:
             result = HttpResult(exc.status, exc.body())
@@ -295,6 +308,10 @@ def _control(state: SandboxState, method: str, path: str, p: Params) -> Any:
     if route == "GET /_sandbox/webhooks/attempts":
         with state.lock:
             return {"attempts": list(state.attempts)}
+    if path == "/_sandbox/faults":
+        return faults.control(state, method, p)
+    if path.startswith("/_sandbox/drift/"):
+        return drift.control(state, method, path, p)
     if route == "POST /_sandbox/reset":
         state.reset()
         return info(state)

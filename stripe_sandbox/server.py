@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import uvicorn
@@ -169,6 +169,25 @@ class Sandbox:
 
     def reset(self) -> None:
         self.state.reset()
+
+    def arm_fault(
+        self,
+        error: str,
+        count: int = 1,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        code: str | None = None,
+    ) -> dict[str, Any]:
+        """The next ``count`` /v1 calls (of ``method``, under ``path``) fail with ``error``;
+        see ``stripe_sandbox.faults``."""
+        with self.state.lock:
+            fault = self.state.faults.arm(error, count, method=method, path=path, code=code)
+            return asdict(fault)
+
+    def clear_faults(self) -> None:
+        with self.state.lock:
+            self.state.faults.clear()
 
     def info(self) -> dict[str, Any]:
         return {**info(self.state), "base_url": self.base_url}

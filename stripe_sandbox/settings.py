@@ -33,6 +33,9 @@ defaults where Stripe publishes them and a marked choice where it does not.
 | `webhook_delivery` | "background" | "background": a thread sends due events; "manual": |
 |  |  | only `flush` and `advance` send |
 | `idempotency_key_ttl_s` | 86400 | keys are forgotten after this long in sandbox time |
+| `chaos` | none | webhook chaos from the start (and after a reset): `Chaos(duplicate,` |
+|  |  | `duplicate_count, reorder, delay_seconds, seed)`; `POST /_sandbox/webhooks/chaos` |
+|  |  | changes it while running |
 
 Two refusals follow Stripe by default and can be relaxed for experiments:
 - `platform_settlement_currencies` (default `()`: the platform settles in `platform_currency`
@@ -44,7 +47,22 @@ Two refusals follow Stripe by default and can be relaxed for experiments:
 Connected accounts always settle in their `default_currency` and their bank accounts' currencies
 only.
 
-`SandboxSettings.from_options` reads every field from a command-line string as well.
+Setting them: in-process, `Sandbox(processing_fees={"usd": FeeRule(290, 30)}, …)`; from strings,
+`SandboxSettings.from_options(processing_fees="usd=290+30,jpy=360+0", chaos="duplicate=0.5")`;
+from a TOML file, `SandboxSettings.from_file("sandbox.toml")` (keys are field names, values
+TOML's own or the same strings, chaos in a `[chaos]` table). `sluice sandbox --settings-file
+sandbox.toml --set NAME=VALUE …` (`--set chaos.reorder=true` for one chaos field) uses these;
+an unknown name or a bad value raises `SettingError`, whose message starts with the setting's
+name.
+
+```toml
+processing_fees = { usd = "290+30", jpy = "360+0" }   # or [processing_fees] usd = "290+30"
+dispute_fee_refunded_on_win = false
+webhook_retry_delays_s = [60, 600]
+[chaos]
+duplicate = 0.2
+reorder = true
+```
 """
 
 from __future__ import annotations
@@ -91,6 +109,59 @@ def parse_fee_rules(text: str) -> dict[str, FeeRule]:
     return rules
 
 
+DUPLICATE_COUNT_MAX = 10  # extra copies of one delivery, at most
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """Delivery faults for tests: `duplicate` is the chance that an event is sent
+    `duplicate_count` extra times, `delay_seconds` postpones first attempts (sandbox time),
+    `reorder` shuffles each batch of due deliveries; `seed` makes the draws reproducible."""
+
+    duplicate: float = 0.0
+    duplicate_count: int = 1
+    reorder: bool = False
+    delay_seconds: int = 0
+    seed: int = 0
+    drop: float = 0.0  # drift (stripe_sandbox.drift): the chance an event is never delivered
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.duplicate <= 1.0:
+            raise SettingError("chaos.duplicate", "a probability between 0 and 1")
+        if not 0.0 <= self.drop <= 1.0:
+            raise SettingError("chaos.drop", "a probability between 0 and 1")
+        if not 1 <= self.duplicate_count <= DUPLICATE_COUNT_MAX:
+            raise SettingError("chaos.duplicate_count", f"from 1 to {DUPLICATE_COUNT_MAX}")
+        if self.delay_seconds < 0:
+            raise SettingError("chaos.delay_seconds", "cannot be negative")
+
+    @classmethod
+    def parse(cls, text: str) -> Chaos:
+        """`"duplicate=0.5,reorder=true,seed=3"` → chaos (the fields not named keep defaults)."""
+        return cls.from_mapping(
+            dict(item.strip().partition("=")[::2] for item in text.split(",") if item.strip())
+        )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Chaos:
+        """Chaos from a table (`[chaos]` of a settings file): values as given or as strings."""
+        kinds = {f.name: str(f.type) for f in fields(cls)}
+        unknown = sorted(set(values) - set(kinds))
+        if unknown:
+            raise SettingError(f"chaos.{unknown[0]}", f"unknown (known: {', '.join(kinds)})")
+        return cls(
+            **{name: _coerce(f"chaos.{name}", kinds[name], value) for name, value in values.items()}
+        )
+
+
+class SettingError(ValueError):
+    """A setting the sandbox cannot take; the message starts with the setting's name."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
 def _parse_bool(text: str) -> bool:
     word = text.strip().lower()
     if word not in BOOL_WORDS:
@@ -125,7 +196,61 @@ OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
     "Mapping[str, int]": _parse_amounts,
     "tuple[int, ...]": _parse_ints,
     "tuple[str, ...] | None": _parse_currencies,
+    "Chaos": Chaos.parse,
 }
+
+
+def _fee_rule(value: Any) -> FeeRule:
+    """A fee rule as a string (`"290+30"`), a table (`{percent_bps, fixed_minor}`) or itself."""
+    if isinstance(value, str):
+        return FeeRule.parse(value)
+    return FeeRule(**value) if isinstance(value, dict) else value
+
+
+# How a settings file's (TOML) tables and arrays become each field type.
+TABLE_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "FeeRule": _fee_rule,
+    "Mapping[str, FeeRule]": lambda v: {str(k).lower(): _fee_rule(r) for k, r in v.items()},
+    "Mapping[str, int]": lambda v: {str(k).lower(): int(n) for k, n in v.items()},
+    "tuple[int, ...]": lambda v: tuple(int(n) for n in v),
+    "tuple[str, ...] | None": lambda v: tuple(str(c).strip().lower() for c in v),
+    "Chaos": lambda v: Chaos.from_mapping(v) if isinstance(v, dict) else v,
+}
+# What each field must hold once read (a bool is no int here: TOML tells them apart).
+EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "FeeRule": (FeeRule,),
+    "Mapping[str, FeeRule]": (Mapping,),
+    "Mapping[str, int]": (Mapping,),
+    "tuple[int, ...]": (tuple,),
+    "tuple[str, ...] | None": (tuple, type(None)),
+}
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    """One setting's value from a command-line string or a settings file's value; a value
+    that cannot be read raises `SettingError` naming the setting."""
+    try:
+        if isinstance(value, str):
+            parse = OPTION_PARSERS.get(kind)
+            value = parse(value) if parse is not None else value
+        elif isinstance(value, dict | list | tuple) and kind in TABLE_PARSERS:
+            value = TABLE_PARSERS[kind](value)
+    except SettingError:
+        raise
+    except (ValueError, TypeError, AttributeError) as error:
+        raise SettingError(name, f"cannot read {value!r} ({error})") from None
+    expected = EXPECTED_TYPES.get(kind, ())
+    wrong_bool = isinstance(value, bool) and bool not in expected
+    if expected and (not isinstance(value, expected) or wrong_bool):
+        raise SettingError(name, f"expected {kind}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
 NON_NEGATIVE_FIELDS = (
     "start_time",
     "fallback_dispute_fee",
@@ -179,34 +304,38 @@ class SandboxSettings:
     webhook_timeout_s: float = 5.0
     webhook_delivery: str = "background"
     idempotency_key_ttl_s: int = DAY_S
+    chaos: Chaos = Chaos()  # the webhook chaos a start (and a reset) begins with
 
     def __post_init__(self) -> None:
         if self.webhook_delivery not in WEBHOOK_DELIVERY_MODES:
-            raise ValueError(f"webhook_delivery must be one of {WEBHOOK_DELIVERY_MODES}")
-        for interval in (self.platform_payout_interval, self.default_payout_interval):
-            if interval not in PAYOUT_INTERVALS:
-                raise ValueError(f"payout interval must be one of {PAYOUT_INTERVALS}")
-        if self.platform_delay_days < 0 or self.default_delay_days < 0:
-            raise ValueError("delay days cannot be negative")
+            raise SettingError("webhook_delivery", f"one of {', '.join(WEBHOOK_DELIVERY_MODES)}")
+        for name in ("platform_payout_interval", "default_payout_interval"):
+            if getattr(self, name) not in PAYOUT_INTERVALS:
+                raise SettingError(name, f"one of {', '.join(PAYOUT_INTERVALS)}")
+        for name in ("platform_delay_days", "default_delay_days"):
+            if getattr(self, name) < 0:
+                raise SettingError(name, "cannot be negative")
         if any(delay <= 0 for delay in self.webhook_retry_delays_s):
-            raise ValueError("webhook retry delays must be positive")
+            raise SettingError("webhook_retry_delays_s", "every delay must be positive")
         if self.webhook_timeout_s <= 0:
-            raise ValueError("webhook_timeout_s must be positive")
+            raise SettingError("webhook_timeout_s", "must be positive")
         # Every knob can be set (tests draw them at random): refuse values that cannot work
         # here, rather than fail later in the middle of a request.
         for name in NON_NEGATIVE_FIELDS:
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} cannot be negative")
+                raise SettingError(name, "cannot be negative")
         fee_rules = [*self.processing_fees.values(), self.fallback_processing_fee]
         if any(rule.percent_bps < 0 or rule.fixed_minor < 0 for rule in fee_rules):
-            raise ValueError("processing fees cannot be negative")
+            raise SettingError("processing_fees", "fees cannot be negative")
         if any(fee < 0 for fee in self.dispute_fees.values()):
-            raise ValueError("dispute fees cannot be negative")
+            raise SettingError("dispute_fees", "fees cannot be negative")
         currencies = [self.platform_currency, *(self.platform_settlement_currencies or ())]
         if not all(re.fullmatch(r"[a-z]{3}", currency) for currency in currencies):
-            raise ValueError("currencies are three lowercase letters (ISO 4217), e.g. usd")
+            raise SettingError(
+                "platform_currency", "currencies are three lowercase letters (ISO 4217), e.g. usd"
+            )
         if not re.fullmatch(r"[A-Z]{2}", self.platform_country):
-            raise ValueError("platform_country is two uppercase letters (ISO 3166), e.g. US")
+            raise SettingError("platform_country", "two uppercase letters (ISO 3166), e.g. US")
 
     @classmethod
     def from_options(cls, **options: Any) -> SandboxSettings:
@@ -218,12 +347,23 @@ class SandboxSettings:
         types = {f.name: str(f.type) for f in fields(cls)}
         unknown = sorted(set(options) - set(types))
         if unknown:
-            raise TypeError(f"unknown sandbox settings: {', '.join(unknown)}")
-        coerced = {}
-        for name, value in options.items():
-            parse = OPTION_PARSERS.get(types[name])
-            coerced[name] = parse(value) if parse is not None and isinstance(value, str) else value
-        return cls(**coerced)
+            raise SettingError(unknown[0], "no such sandbox setting (see SandboxSettings)")
+        return cls(**{name: _coerce(name, types[name], v) for name, v in options.items()})
+
+    @classmethod
+    def from_file(cls, path: str, **overrides: Any) -> SandboxSettings:
+        """Settings from a TOML file: keys are field names, values TOML's own types or the
+        command-line strings (`processing_fees = "usd=290+30"` or `[processing_fees]` with
+        `usd = "290+30"`), webhook chaos in a `[chaos]` table; `overrides` (e.g. `--set`)
+        win over the file's. A file that cannot be read raises `SettingError`."""
+        import tomllib
+
+        try:
+            with open(path, "rb") as file:
+                values = tomllib.load(file)
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise SettingError(f"settings file {path}", str(error)) from None
+        return cls.from_options(**{**values, **overrides})
 
     def minimum_delay_days(self) -> int:
         """The lowest `delay_days` of a connected account (what `minimum` sets). Stripe: "The

@@ -12,6 +12,7 @@ from stripe_sandbox.accounts import AccountsMixin
 from stripe_sandbox.clock import day_start
 from stripe_sandbox.disputes import DisputesMixin
 from stripe_sandbox.errors import bad_param, missing
+from stripe_sandbox.faults import Faults
 from stripe_sandbox.forms import Params
 from stripe_sandbox.payments import PaymentsMixin
 from stripe_sandbox.payouts import PayoutsMixin
@@ -35,6 +36,7 @@ class SandboxState(
 
     def __init__(self, settings: SandboxSettings | None = None) -> None:
         super().__init__(settings or SandboxSettings())
+        self.faults = Faults()  # Stripe's errors on demand (stripe_sandbox.faults)
         self._init_webhooks()
         self._make_platform()
 
@@ -45,6 +47,7 @@ class SandboxState(
             self._init_core()
             self._init_webhooks()
             self._make_platform()
+            self.faults.clear()
 
     # --- balance ---------------------------------------------------------------------------------
 

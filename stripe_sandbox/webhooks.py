@@ -17,19 +17,21 @@ import heapq
 import hmac
 import json
 import random
+import re
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from stripe_sandbox.drift import drop_probability
 from stripe_sandbox.errors import bad_param, invalid
 from stripe_sandbox.forms import Params, merge_metadata
+from stripe_sandbox.settings import DUPLICATE_COUNT_MAX, Chaos
 from stripe_sandbox.store import Ctx, Handler, Obj, SandboxCore, require_platform
 
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 ATTEMPTS_KEPT_MAX = 10_000
-DUPLICATE_COUNT_MAX = 10
 
 
 @dataclass(order=True)
@@ -39,19 +41,6 @@ class Delivery:
     event_id: str = field(compare=False)
     endpoint_id: str = field(compare=False)
     attempt: int = field(compare=False)
-
-
-@dataclass
-class Chaos:
-    """Delivery faults for tests: `duplicate` is the chance that an event is sent
-    `duplicate_count` extra times, `delay_seconds` postpones first attempts (sandbox time),
-    `reorder` shuffles each batch of due deliveries; `seed` makes the draws reproducible."""
-
-    duplicate: float = 0.0
-    duplicate_count: int = 1
-    reorder: bool = False
-    delay_seconds: int = 0
-    seed: int = 0
 
 
 @dataclass
@@ -101,8 +90,8 @@ class WebhooksMixin(SandboxCore):
         self._generation = getattr(self, "_generation", 0) + 1
         self._deliveries: list[Delivery] = []
         self._delivered: set[tuple[str, str]] = set()
-        self.chaos = Chaos()
-        self._rng = random.Random(0)
+        self.chaos = self.settings.chaos  # what the sandbox was started with (reset: again)
+        self._rng = random.Random(self.chaos.seed)
         self.attempts: list[dict[str, Any]] = []
 
     # --- endpoints -------------------------------------------------------------------------------
@@ -113,15 +102,12 @@ class WebhooksMixin(SandboxCore):
             ("url", "enabled_events", "connect", "api_version", "description", "metadata")
         )
         url = _checked_url(p.required_str("url"))
-        events = p.str_list("enabled_events")
-        if not events:
-            raise bad_param(
-                "Missing required param: enabled_events.", "enabled_events", "parameter_missing"
-            )
+        events = _checked_events(p.str_list("enabled_events"))
         endpoint = {
             "id": self.ids.new("we_"),
             "object": "webhook_endpoint",
-            "api_version": p.str("api_version"),
+            # Null: events are rendered in the account's default version. It cannot be updated.
+            "api_version": _checked_api_version(p.str("api_version")),
             "application": None,
             "created": self.clock.now(),
             "description": p.str("description"),
@@ -154,12 +140,12 @@ class WebhooksMixin(SandboxCore):
         p.reject_unknown(("url", "enabled_events", "description", "disabled", "metadata"))
         if p.has("url"):
             endpoint["url"] = _checked_url(p.required_str("url"))
-        events = p.str_list("enabled_events")
-        if events:
-            endpoint["enabled_events"] = events
+        if p.has("enabled_events"):
+            endpoint["enabled_events"] = _checked_events(p.str_list("enabled_events"))
         if p.has("disabled"):
             endpoint["status"] = "disabled" if p.bool("disabled") else "enabled"
-        endpoint["description"] = p.str("description", default=endpoint["description"])
+        if p.has("description"):  # an empty string unsets it, as Stripe's `Literal['']`
+            endpoint["description"] = p.str("description")
         endpoint["metadata"] = merge_metadata(endpoint["metadata"], p.metadata())
         return endpoint
 
@@ -220,6 +206,8 @@ class WebhooksMixin(SandboxCore):
             and any(_type_matches(event["type"], t) for t in e["enabled_events"])
         ]
         event["pending_webhooks"] = len(endpoints)
+        if self.chaos.drop and self._rng.random() < self.chaos.drop:
+            return  # drift: Stripe lost this event; only reconciliation will find its movement
         due = event["created"] + self.chaos.delay_seconds
         for endpoint in endpoints:
             copies = 1
@@ -291,7 +279,9 @@ class WebhooksMixin(SandboxCore):
         return ok
 
     def set_chaos(self, p: Params) -> dict[str, Any]:
-        p.reject_unknown(("duplicate", "duplicate_count", "reorder", "delay_seconds", "seed"))
+        p.reject_unknown(
+            ("duplicate", "duplicate_count", "reorder", "delay_seconds", "seed", "drop")
+        )
         duplicate = p.str("duplicate")
         probability = float(duplicate) if duplicate is not None else 0.0
         if not 0.0 <= probability <= 1.0:
@@ -305,6 +295,7 @@ class WebhooksMixin(SandboxCore):
             reorder=p.bool("reorder"),
             delay_seconds=p.int("delay_seconds", default=0, minimum=0) or 0,
             seed=p.int("seed", default=0) or 0,
+            drop=drop_probability(p),
         )
         self._rng = random.Random(self.chaos.seed)
         return asdict(self.chaos)
@@ -316,6 +307,30 @@ def _type_matches(event_type: str, pattern: str) -> bool:
     if pattern.endswith(".*"):
         return event_type.startswith(pattern[:-1])
     return event_type == pattern
+
+
+def _checked_events(events: list[str] | None) -> list[str]:
+    """`enabled_events`: `["*"]`, or event types (`charge.succeeded`; a trailing `.*` takes a
+    family). Undocumented: Stripe refuses names outside its own list of types; the sandbox,
+    which knows no such list, refuses only what cannot be an event type."""
+    if not events:
+        raise bad_param(
+            "Missing required param: enabled_events.", "enabled_events", "parameter_missing"
+        )
+    for index, event in enumerate(events):
+        if event != "*" and not re.fullmatch(r"[a-z_]+(\.[a-z_]+)*\.([a-z_]+|\*)", event):
+            raise bad_param(
+                f"Invalid enabled_events[{index}]: {event!r} is not an event type.",
+                f"enabled_events[{index}]",
+            )
+    return events
+
+
+def _checked_api_version(version: str | None) -> str | None:
+    """Stripe's versions are dates, with a release name since 2024 (`2026-10-28.endive`)."""
+    if version is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.[a-z]+)?", version):
+        raise bad_param(f"Invalid api_version: {version}", "api_version")
+    return version
 
 
 def _checked_url(url: str) -> str:

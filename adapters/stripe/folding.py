@@ -27,6 +27,7 @@ from typing import Any
 
 from adapters.settings import Settings
 from adapters.stripe import inbox, translate
+from adapters.stripe.errors import HOLD
 from adapters.stripe.gateway import GatewayError, StripeGateway
 from adapters.stripe.routing import Router
 from adapters.stripe.translate import SPLIT_METADATA_KEY
@@ -34,7 +35,7 @@ from ledger import commands as c
 from ledger import facts
 from ledger.application import CommandResult, Ledger
 from ledger.errors import SluiceError
-from ledger.payouts import CANCELED, FAILED, IN_TRANSIT, PAID, PENDING_STATUS
+from ledger.payouts import CANCELED, FAILED, HELD, IN_TRANSIT, PAID, PENDING_STATUS
 from ledger.splits import SplitPart
 from projections.store import ReadModel
 
@@ -144,9 +145,10 @@ class Folder:
                 report.ignored[reason] = report.ignored.get(reason, 0) + 1
                 inbox.mark(view, stored.event_id, inbox.IGNORED, reason, None)
             except (SluiceError, GatewayError) as error:
+                held = isinstance(error, GatewayError) and error.failure_class == HOLD
                 retry = not isinstance(error, GatewayError) or error.retryable
-                final = stored.attempts + 1 >= ATTEMPTS_MAX or not retry
-                status = inbox.FAILED if final else inbox.PARKED
+                final = not held and (stored.attempts + 1 >= ATTEMPTS_MAX or not retry)
+                status = inbox.HELD if held else inbox.FAILED if final else inbox.PARKED
                 report.failed += final
                 report.parked += not final
                 message = f"{type(error).__name__}: {error}"
@@ -256,6 +258,36 @@ class Folder:
                 account_id=account_id,
                 verification_status="verified" if verified else "pending",
                 **state,
+            )
+        )
+        self._sync_profile(account_id, acct, created)
+
+    def _sync_profile(self, account_id: str, acct: dict[str, Any], created: datetime) -> None:
+        """Name, email and metadata as Stripe holds them; recorded only when they changed (the
+        key names the old and the new profile, so a change back is recorded too)."""
+        profile = translate.account_profile(acct)
+        current = self.ledger.get_account(account_id)
+        # getattr: an account snapshot taken before profiles existed has none.
+        before = (
+            translate.profile_of(
+                getattr(current, "name", None),
+                getattr(current, "email", None),
+                getattr(current, "metadata", None) or {},
+            )
+            if current is not None
+            else None
+        )
+        if before == profile:
+            return
+        digest = hashlib.sha256(json.dumps([before, profile]).encode()).hexdigest()[:16]
+        self._run(
+            c.SetAccountProfile(
+                idempotency_key=f"stripe:account:{account_id}:profile:{digest}",
+                effective_at=created,
+                account_id=account_id,
+                display_name=profile["name"],
+                email=profile["email"],
+                metadata=tuple(sorted(profile["metadata"].items())),
             )
         )
 
@@ -469,7 +501,9 @@ class Folder:
             if recorded.stripe_payout_id is None and payout_id != payout["id"]
             else None
         )
-        status = recorded.status
+        # A held payout Stripe made after all (an earlier attempt went through): its
+        # submission ends the hold (ledger.payouts), so it counts as pending here.
+        status = PENDING_STATUS if recorded.status == HELD else recorded.status
         moves = PAYOUT_RANK[target] > PAYOUT_RANK[status] or (status == PAID and target == FAILED)
         if not moves and submit is None:
             return  # already there (or further): a stale or repeated event

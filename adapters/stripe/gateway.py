@@ -3,7 +3,8 @@
 Every POST carries a deterministic ``Idempotency-Key`` derived from the Sluice command that asked
 for it (never a random one), so a retry, a redelivered message or a crash repeats nothing at
 Stripe. Calls on connected accounts pass ``stripe_account``. Timeouts and retries are explicit.
-Stripe's errors become ``GatewayError``s that say whether retrying can help.
+Stripe's errors become ``GatewayError``s of one of three classes (``adapters.stripe.errors``,
+re-exported here): retry, hold (configuration an operator must fix) or refuse.
 """
 
 from __future__ import annotations
@@ -16,18 +17,43 @@ from typing import Any
 
 import stripe
 
+from adapters.stripe.errors import (
+    FAILURE_CLASSES,
+    HOLD,
+    REFUSE,
+    RETRY,
+    FailureClass,
+    classify,
+    stripe_code,
+)
 from ledger.errors import SluiceError
 from ledger.limits import IDEMPOTENCY_KEY_LEN_MAX
+from ledger.payouts import FAILURE_CODE_MAX_LEN, HOLD_MESSAGE_LEN_MAX
 
 STRIPE_TIMEOUT_S = 30
 STRIPE_MAX_NETWORK_RETRIES = 3
 BALANCE_TRANSACTIONS_PAGE_SIZE = 100
 BALANCE_TRANSACTIONS_MAX = 1_000_000  # an explicit bound on one auto-paginated listing
+__all__ = [
+    "FAILURE_CLASSES",
+    "HOLD",
+    "REFUSE",
+    "RETRY",
+    "FailureClass",
+    "GatewayError",
+    "StripeClientGateway",
+    "StripeGateway",
+    "StripeObject",
+    "classify",
+    "idempotency_key",
+    "map_stripe_error",
+]
 
 
 class GatewayError(SluiceError):
-    """Stripe refused or could not be reached. ``retryable``: may succeed if tried again with
-    the same idempotency key (network, 5xx, rate limit, lock timeout)."""
+    """Stripe refused or could not be reached. ``failure_class`` says what to do about it
+    (``adapters.stripe.errors``: retry, hold or refuse); ``retryable`` (kept for callers that
+    only ask that) is true for the retry class alone: same idempotency key, may succeed."""
 
     code = "stripe_error"
     http_status = 502
@@ -36,36 +62,60 @@ class GatewayError(SluiceError):
         self,
         message: str,
         *,
-        retryable: bool,
+        failure_class: FailureClass | None = None,
+        retryable: bool | None = None,
         stripe_code: str | None = None,
         param: str | None = None,
         http_status: int | None = None,
     ) -> None:
         super().__init__(message, param=param)
-        self.retryable = retryable
+        if failure_class is None:
+            failure_class = RETRY if retryable else REFUSE
+        if failure_class not in FAILURE_CLASSES:
+            raise ValueError(f"unknown failure class {failure_class!r}")
+        self.failure_class: FailureClass = failure_class
+        self.retryable = failure_class == RETRY
         self.stripe_code = stripe_code
         self.stripe_http_status = http_status
         if stripe_code:
             self.code = f"stripe_{stripe_code}"
 
+    @property
+    def held(self) -> bool:
+        """A configuration or permission problem a person must fix; nothing was refused."""
+        return self.failure_class == HOLD
+
+    @property
+    def reason_code(self) -> str:
+        """A short code for the ledger (letters, digits, _): Stripe's code, or what the status
+        says when Stripe gave none (a 401 or 403 has none)."""
+        by_status = {401: "authentication_error", 403: "permission_error"}
+        raw = self.stripe_code or by_status.get(self.stripe_http_status or 0) or "stripe_error"
+        code = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in raw)
+        return code[:FAILURE_CODE_MAX_LEN]
+
+    @property
+    def reason_message(self) -> str:
+        """Stripe's message as one printable line the ledger can keep."""
+        line = " ".join("".join(ch for ch in str(self) if ch.isprintable() or ch.isspace()).split())
+        return line[:HOLD_MESSAGE_LEN_MAX]
+
 
 def map_stripe_error(error: stripe.StripeError) -> GatewayError:
-    """Stripe's exception classes → retryable or not. Business refusals are never retried."""
+    """Stripe's exception → a GatewayError of one class (``adapters.stripe.errors.classify``).
+    The code is Stripe's ``code``, or the ``type`` for an idempotency error (which has none)."""
     status = getattr(error, "http_status", None)
-    code = getattr(error, "code", None)
+    code = stripe_code(error)
+    if not code and isinstance(error, stripe.IdempotencyError) and status != 409:
+        code = "idempotency_error"
     param = getattr(error, "param", None)
     message = getattr(error, "user_message", None) or str(error) or type(error).__name__
-    retryable = (
-        isinstance(error, stripe.APIConnectionError | stripe.RateLimitError)
-        or (isinstance(error, stripe.APIError) and (status is None or status >= 500))
-        or code == "lock_timeout"
-        # 409: a conflicting request (e.g. the same key still in flight); Stripe says retry.
-        or status == 409
-    )
-    if isinstance(error, stripe.IdempotencyError) and status != 409:
-        retryable = False  # same key, other parameters: a bug on our side, not a blip
     return GatewayError(
-        message, retryable=retryable, stripe_code=code, param=param, http_status=status
+        message,
+        failure_class=classify(error),
+        stripe_code=code,
+        param=param,
+        http_status=status,
     )
 
 
@@ -163,6 +213,16 @@ class StripeGateway(ABC):
     @abstractmethod
     def find_transfers(self, *, destination: str, source_transaction: str) -> list[StripeObject]:
         """Transfers to ``destination`` funded by a charge (among its newest 100)."""
+
+    # --- Importing an existing platform (``adapters.stripe.importer``) ----------------------
+
+    @abstractmethod
+    def list_accounts(self) -> Iterator[StripeObject]:
+        """Every connected account (``GET /v1/accounts``, auto-paginated, bounded)."""
+
+    @abstractmethod
+    def list_application_fees(self) -> Iterator[StripeObject]:
+        """The platform's application fees, newest first (auto-paginated, bounded)."""
 
 
 def _obj(value: Any) -> StripeObject:
@@ -389,3 +449,24 @@ class StripeClientGateway(StripeGateway):
             for t in page.data
             if getattr(t, "source_transaction", None) == source_transaction
         ]
+
+    # --- Importing an existing platform (``adapters.stripe.importer``) ----------------------
+
+    def list_accounts(self) -> Iterator[StripeObject]:
+        page = self._call(self.client.v1.accounts.list, {"limit": LIST_PAGE_SIZE})
+        for n, account in enumerate(page.auto_paging_iter()):
+            if n >= ACCOUNTS_LISTED_MAX:
+                raise GatewayError("too many connected accounts for one listing", retryable=False)
+            yield _obj(account)
+
+    def list_application_fees(self) -> Iterator[StripeObject]:
+        page = self._call(self.client.v1.application_fees.list, {"limit": LIST_PAGE_SIZE})
+        for n, fee in enumerate(page.auto_paging_iter()):
+            if n >= APPLICATION_FEES_LISTED_MAX:
+                raise GatewayError("too many application fees for one listing", retryable=False)
+            yield _obj(fee)
+
+
+LIST_PAGE_SIZE = 100  # Stripe's largest page
+ACCOUNTS_LISTED_MAX = 1_000_000  # explicit bounds on one auto-paginated listing
+APPLICATION_FEES_LISTED_MAX = 1_000_000

@@ -19,21 +19,20 @@ from typing import Any
 
 from projections.store import ReadModel
 
-INBOX_DDL = (
-    "CREATE TABLE IF NOT EXISTS sl_stripe_events ("
-    " event_id TEXT PRIMARY KEY, type TEXT NOT NULL, account TEXT, livemode BIGINT NOT NULL,"
-    " created BIGINT NOT NULL, received BIGINT NOT NULL, payload TEXT NOT NULL,"
-    " status TEXT NOT NULL, attempts BIGINT NOT NULL, last_error TEXT, processed BIGINT,"
-    " outcome TEXT)",
-    "CREATE INDEX IF NOT EXISTS ix_stripe_events_status ON sl_stripe_events (status, created)",
-)
+# The inbox's table, ``sl_stripe_events`` (event_id, type, account, livemode, created, received,
+# payload, status, attempts, last_error, processed, outcome), comes from the migrations
+# (migrations/, `sluice db migrate`): it can't be rebuilt from events.
 PENDING = "pending"  # stored, not yet folded
 PARKED = "parked"  # refused for now (e.g. out of order); retried on the next pass
 PROCESSED = "processed"
 IGNORED = "ignored"  # other livemode, or a type Sluice does not fold (counted, kept)
 FAILED = "failed"  # gave up after ATTEMPTS_MAX; needs a person
 UNPARSEABLE = "unparseable"  # signed, but not an event Sluice can read: kept, never folded
-STATUSES = (PENDING, PARKED, PROCESSED, IGNORED, FAILED, UNPARSEABLE)
+# Stripe refused Sluice's credentials or permissions while folding (a hold-class error: a
+# rotated or mis-scoped key): never failed for it, retried every HELD_RETRY_S until fixed.
+HELD = "held"
+STATUSES = (PENDING, PARKED, PROCESSED, IGNORED, FAILED, UNPARSEABLE, HELD)
+HELD_RETRY_S = 60  # a fixed key is picked up within a minute; a broken one costs a call a minute
 EVENT_PAYLOAD_BYTES_MAX = 512 * 1024
 NESTING_MAX = 32  # Stripe's objects nest a handful of levels; deeper is not one of its events
 CREATED_MAX = 253_402_300_799  # 9999-12-31T23:59:59Z, as the API's unix seconds
@@ -190,8 +189,9 @@ def due(view: ReadModel, limit: int) -> list[StoredEvent]:
         tx.execute(
             "SELECT event_id, type, account, livemode, created, attempts, payload"
             " FROM sl_stripe_events WHERE status IN (%s, %s)"
+            " OR (status = %s AND processed <= %s)"
             " ORDER BY created, received, event_id LIMIT %s",
-            (PENDING, PARKED, limit),
+            (PENDING, PARKED, HELD, int(time.time()) - HELD_RETRY_S, limit),
         )
         rows = tx.all()
     return [

@@ -5,16 +5,24 @@ and records ``Payment.RoutingPlanned``); this edge only carries the plan out: fo
 yet paid from the charge it finds the transfer Stripe already made (Stripe keeps idempotency keys
 for a day, so a retry after that must look before it creates) or creates it with a deterministic
 ``Idempotency-Key``, then records what Stripe made as a fact. Run again, it does nothing more.
+
+When Stripe does not take a transfer (``adapters.stripe.errors``): the retry class is raised (the
+caller retries it); a hold (a key or permission an operator must fix) is recorded on the payment
+(``Payment.RoutingHeld``) and the routing stops there, nothing failed, to be carried on by the
+sweeper; once every transfer is made the hold ends (``Payment.RoutingResumed``); a refusal is
+raised as it always was (the message is dead-lettered, the inbox event parked).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
-from adapters.stripe.gateway import StripeGateway, idempotency_key
+from adapters.stripe.gateway import GatewayError, StripeGateway, idempotency_key
 from ledger.application import Ledger
 
 ROUTED_METADATA_KEY = "sluice_payment"
+log = logging.getLogger("sluice.routing")
 
 
 class RecordsTransfers(Protocol):
@@ -41,13 +49,41 @@ class Router:
         for destination, amount in payment.planned_routing.items():
             if destination in routed:
                 continue
-            found = self.gateway.find_transfers(
-                destination=destination, source_transaction=payment_id
+            try:
+                found = self.gateway.find_transfers(
+                    destination=destination, source_transaction=payment_id
+                )
+                data = found[0].data if found else self._create(payment, destination, amount)
+            except GatewayError as error:
+                if not error.held:
+                    raise
+                self._hold(payment, destination, error)
+                return made
+            self.recorder.record_transfer(data)
+            made.append(str(data["id"]))
+        if payment.routing_held is not None:
+            self.ledger.resume_routing(
+                idempotency_key=f"routing:resumed:{payment_id}:v{payment.version}",
+                payment_id=payment_id,
             )
-            transfer = found[0].data if found else self._create(payment, destination, amount)
-            self.recorder.record_transfer(transfer)
-            made.append(str(transfer["id"]))
         return made
+
+    def _hold(self, payment: Any, destination: str, error: GatewayError) -> None:
+        # Keyed by the payment's version: a retry in the same state records nothing more, a
+        # later attempt (after other events on the payment) is a hold of its own.
+        self.ledger.hold_routing(
+            idempotency_key=f"routing:held:{payment.payment_id}:v{payment.version}",
+            payment_id=payment.payment_id,
+            destination=destination,
+            reason_code=error.reason_code,
+            message=error.reason_message,
+        )
+        log.error(
+            "Stripe did not take the transfer of %s to %s (routing held): %s",
+            payment.payment_id,
+            destination,
+            error,
+        )
 
     def _create(self, payment: Any, destination: str, amount: int) -> dict[str, Any]:
         created = self.gateway.create_transfer(

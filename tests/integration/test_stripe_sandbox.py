@@ -16,6 +16,7 @@ import pytest
 import stripe
 
 from stripe_sandbox import FeeRule, Sandbox, SandboxSettings
+from stripe_sandbox.settings import Chaos
 
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -1255,6 +1256,7 @@ OPTION_STRINGS: dict[str, tuple[str, Any]] = {
     "webhook_timeout_s": ("2.5", 2.5),
     "webhook_delivery": ("manual", "manual"),
     "idempotency_key_ttl_s": ("3600", 3600),
+    "chaos": ("duplicate=0.5,reorder=true", Chaos(duplicate=0.5, reorder=True)),
 }
 
 

@@ -66,7 +66,16 @@ from ledger.ids import balance_aggregate_id
 from ledger.journal import AVAILABLE
 from ledger.money import AMOUNT_MINOR_MAX
 from ledger.payments import Payment
-from ledger.payouts import CANCELED, FAILED, IN_TRANSIT, PAID, TRANSITIONS, Payout
+from ledger.payouts import (
+    CANCELED,
+    FAILED,
+    HELD,
+    IN_TRANSIT,
+    PAID,
+    PENDING_STATUS,
+    TRANSITIONS,
+    Payout,
+)
 from ledger.splits import SplitPart
 from ledger.transfers import Transfer
 from tests.property.invariants import (
@@ -97,12 +106,19 @@ BAD_AMOUNTS = (0, -1, -2_500, 10.0, 99.5, True, "100", AMOUNT_MINOR_MAX + 1, 10*
 BAD_CURRENCIES = ("USD", "Usd", "xyz", "")
 META_KNOBS = ("empty_key", "long_key", "none_key", "int_key", "naive_instant")
 FULL_SWEEP_EVERY = 10  # steps between checks of every aggregate, not only the ones just touched
-PAYOUT_BUILDERS = ("mark_payout_in_transit", "mark_payout_paid", "fail_payout", "cancel_payout")
+PAYOUT_BUILDERS = (
+    "mark_payout_in_transit",
+    "mark_payout_paid",
+    "fail_payout",
+    "cancel_payout",
+    "hold_payout",
+)
 PAYOUT_TARGETS: dict[type[c.Command], str] = {
     c.MarkPayoutInTransit: IN_TRANSIT,
     c.MarkPayoutPaid: PAID,
     c.FailPayout: FAILED,
     c.CancelPayout: CANCELED,
+    c.HoldPayout: HELD,
 }
 
 T = TypeVar("T")
@@ -316,6 +332,9 @@ class LedgerMachine(RuleBasedStateMachine):
             if result.ok:
                 assert before is None, f"payout {command.payout_id} was submitted twice"
                 self.submitted[command.payout_id] = command.stripe_payout_id
+                history = self.payout_model[command.payout_id]
+                if history[-1] == HELD:  # Stripe took it after all: the hold ends
+                    history.append(PENDING_STATUS)
             elif isinstance(result.error, InvalidTransitionError):
                 assert before is not None, f"first submission of {command.payout_id} refused"
         target = PAYOUT_TARGETS.get(type(command))
@@ -327,6 +346,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert not result.ok, f"a transition of unknown payout {payout_id} was accepted"
             return
         allowed = target in TRANSITIONS[history[-1]]
+        if target == HELD:  # only what Stripe has not taken yet can be held
+            allowed = allowed and payout_id not in self.submitted
         if result.ok:
             assert allowed, f"payout {payout_id} went from {history[-1]} to {target}"
             history.append(target)
@@ -817,6 +838,18 @@ class LedgerMachine(RuleBasedStateMachine):
     def build_cancel_payout(self, draw: Draw, refs: Refs) -> c.Command:
         return c.CancelPayout(**self._meta(draw, self._knob(draw)), payout_id=refs["payout"])
 
+    def build_hold_payout(self, draw: Draw, refs: Refs) -> c.Command:
+        knob = self._knob(draw, "reason_code")
+        code = "api_key_expired"
+        if knob == "reason_code":
+            code = pick(draw, (1, ""), (1, "no such key"))
+        return c.HoldPayout(
+            **self._meta(draw, knob),
+            payout_id=refs["payout"],
+            reason_code=code,
+            message="Expired API Key provided.",
+        )
+
     BUILDERS: ClassVar[tuple[str, ...]] = (
         "open_account",
         "update_account",
@@ -837,6 +870,7 @@ class LedgerMachine(RuleBasedStateMachine):
         "mark_payout_paid",
         "fail_payout",
         "cancel_payout",
+        "hold_payout",
     )
 
     def _refs(self, draw: Draw, refs: Refs) -> Refs:
@@ -1010,6 +1044,14 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(payout=payouts, data=st.data())
     def cancel_payout(self, payout: str, data: st.DataObject) -> None:
         self._one("cancel_payout", data, payout=payout)
+
+    @precondition(lambda self: self.payout_model)
+    @rule(payout=payouts, data=st.data())
+    def hold_a_payout_then_submit_it(self, payout: str, data: st.DataObject) -> None:
+        """Stripe did not take it (held), then took it on a later attempt: pending again."""
+        refs = self._refs(data.draw, {"payout": payout})
+        self._run([self.build_hold_payout(data.draw, refs)])
+        self._run([self.build_submit_payout(data.draw, refs)])
 
     @precondition(lambda self: self.payout_model)
     @rule(payout=payouts, data=st.data())

@@ -17,6 +17,7 @@ from adapters.bootstrap import bootstrap, init_database, read_model
 from adapters.settings import Settings
 from ledger import balances
 from ledger import commands as c
+from ledger import reconciliation as recon
 from ledger.application import CommandResult, Ledger
 from ledger.errors import (
     AccountClosedError,
@@ -316,6 +317,35 @@ CASES: list[Any] = [
         InvalidParameterError,
         "country",
         id="lowercase-country",
+    ),
+    # --- SetAccountProfile (name, email, metadata: Stripe's limits) --------------------------
+    pytest.param(
+        cmd(c.SetAccountProfile, account_id="acct_nobody", display_name="Kiln"),
+        AccountNotFoundError,
+        "account",
+        id="profile-unknown-account",
+    ),
+    pytest.param(
+        cmd(
+            c.SetAccountProfile,
+            account_id="acct_a",
+            metadata=tuple((f"k{i}", "v") for i in range(51)),
+        ),
+        InvalidParameterError,
+        "metadata",
+        id="profile-too-many-metadata-keys",
+    ),
+    pytest.param(
+        cmd(c.SetAccountProfile, account_id="acct_a", metadata=(("k" * 41, "v"),)),
+        InvalidParameterError,
+        "metadata",
+        id="profile-metadata-key-too-long",
+    ),
+    pytest.param(
+        cmd(c.SetAccountProfile, account_id="acct_a", display_name="Kiln\x00"),
+        InvalidParameterError,
+        "display_name",
+        id="profile-name-not-printable",
     ),
     # --- UpdateAccount / SetPayoutSchedule / CloseAccount ----------------------------------
     pytest.param(
@@ -1029,6 +1059,125 @@ CASES: list[Any] = [
         InvalidParameterError,
         "payout_id",
         id="payout-id-not-a-string",
+    ),
+    # --- holds (Stripe did not take it; an operator must fix something) --------------------
+    pytest.param(
+        cmd(c.HoldPayout, payout_id=_payout("in_transit"), reason_code="account_invalid"),
+        InvalidTransitionError,
+        "status",
+        id="hold-payout-in-transit",
+    ),
+    pytest.param(
+        cmd(c.HoldPayout, payout_id=_payout("pending"), reason_code="api key expired"),
+        InvalidParameterError,
+        "reason_code",
+        id="hold-reason-not-a-code",
+    ),
+    pytest.param(
+        cmd(c.HoldPayout, payout_id=_payout("pending"), reason_code="x", message="m" * 256),
+        InvalidParameterError,
+        "message",
+        id="hold-message-too-long",
+    ),
+    pytest.param(
+        cmd(c.HoldPayout, payout_id="po_nobody", reason_code="account_invalid"),
+        PayoutNotFoundError,
+        "payout",
+        id="hold-unknown-payout",
+    ),
+    pytest.param(
+        cmd(
+            c.HoldRouting,
+            payment_id=_separate_payment,
+            destination="acct_b",
+            reason_code="account_invalid",
+        ),
+        InvalidParameterError,
+        "destination",
+        id="hold-routing-not-planned",
+    ),
+    pytest.param(
+        cmd(c.HoldRouting, payment_id="py_nobody", destination="acct_b", reason_code="x"),
+        PaymentNotFoundError,
+        "payment",
+        id="hold-routing-unknown-payment",
+    ),
+    pytest.param(
+        cmd(c.ResumeRouting, payment_id=_separate_payment),
+        InvalidTransitionError,
+        "payment_id",
+        id="resume-routing-not-held",
+    ),
+    # --- Reconciliation (ledger.reconciliation) ------------------------------------------
+    pytest.param(
+        cmd(
+            recon.ReportBreak,
+            account_id="acct_a",
+            currency="usd",
+            key="ch_x",
+            break_name="looks_fine",
+            stripe_ref="txn_x",
+            ledger_ref="",
+        ),
+        InvalidParameterError,
+        "break_name",
+        id="break-unknown-name",
+    ),
+    pytest.param(
+        cmd(
+            recon.ReportBreak,
+            account_id="acct_nobody",
+            currency="usd",
+            key="ch_x",
+            break_name="missing_in_ledger",
+            stripe_ref="txn_x",
+            ledger_ref="",
+        ),
+        AccountNotFoundError,
+        "account",
+        id="break-unknown-account",
+    ),
+    pytest.param(
+        cmd(
+            recon.ReportBreak,
+            account_id="acct_a",
+            currency="usd",
+            key="ch_x",
+            break_name="missing_in_ledger",
+            stripe_ref="txn_x",
+            ledger_ref="",
+            clearing_pending_minor=100,
+        ),
+        InvalidParameterError,
+        "clearing_on",
+        id="break-pending-clearing-without-instant",
+    ),
+    pytest.param(
+        cmd(
+            recon.ReportBreak,
+            account_id="acct_a",
+            currency="usd",
+            key="ch_x",
+            break_name="amount_mismatch",
+            stripe_ref="txn_x",
+            ledger_ref="",
+            difference={"amount": Decimal("1.5")},
+        ),
+        InvalidParameterError,
+        "difference.amount",
+        id="break-decimal-difference",
+    ),
+    pytest.param(
+        cmd(recon.ResolveBreak, account_id="acct_a", currency="usd", key="ch_never", how="matched"),
+        InvalidParameterError,
+        "key",
+        id="resolve-unknown-break",
+    ),
+    pytest.param(
+        cmd(recon.AdvanceCursor, account_id="acct_a", cursor=-1),
+        InvalidParameterError,
+        "cursor",
+        id="cursor-negative",
     ),
 ]
 

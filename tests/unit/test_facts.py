@@ -259,6 +259,10 @@ MALFORMED: list[tuple[BadFact, type[SluiceError]]] = [
         until=T0.replace(tzinfo=None)), InvalidParameterError),
     (_f(facts.TopUpSucceeded, topup_id="tu_x", account_id="acct_nobody", currency="usd",
         amount_minor=5, available_on=T0), AccountNotFoundError),
+    (_f(facts.OpeningBalanceImported, account_id="acct_a", currency="usd", available_minor=5,
+        pending=((T0, 5),)), InvalidParameterError),  # a lot due at the cut-over, not after
+    (_f(facts.BalanceTransactionsImported, account_id="acct_a", cursor="txn_x"),
+     InvalidParameterError),  # no opening balance to resume
 ]  # fmt: skip
 
 
