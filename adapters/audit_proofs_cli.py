@@ -163,7 +163,9 @@ def _instant(text: str | None) -> datetime | None:
 @one_line_errors
 def checkpoint(
     list_: Annotated[bool, typer.Option("--list", help="List checkpoints, newest first")] = False,
-    limit: Annotated[int, typer.Option(min=1, max=LIST_LIMIT_MAX)] = 20,
+    limit: Annotated[
+        int, typer.Option(min=1, max=LIST_LIMIT_MAX, help="how many, newest first")
+    ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="With --list: JSON")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:

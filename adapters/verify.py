@@ -1,11 +1,16 @@
-"""`sluice audit verify`: rebuild every projection in a scratch store; diff it with the live one."""
+"""`sluice audit verify`: rebuild every projection in a scratch store; diff it with the live one.
+
+Streams: the rebuild reads the log once for all projections (a page at a time, each event
+decoded once), and the comparison merge-joins each table's live and rebuilt rows in key order,
+a page per side at a time, so memory holds pages, never a whole read model.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,17 +21,23 @@ from adapters.settings import Settings
 from adapters.sql_store import open_read_model
 from ledger.application import Ledger
 from projections.projections import ALL_DDL, PROJECTIONS
-from projections.runner import Projector
+from projections.runner import CATCH_UP_BATCHES_MAX, Projector
 from projections.store import ReadModel
 
-# Primary keys per table, to pair rows; projection_meta holds wall-clock times and is skipped.
-TABLE_KEYS = {
+# Primary keys per table, to pair rows (a table not listed pairs on the whole row);
+# projection_meta holds wall-clock times and is skipped.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "rm_balances": ("account_id", "currency"),
     "rm_balance_transactions": ("id",),
     "rm_payouts": ("id",),
     "rm_revenue": ("day", "currency"),
+    "rm_routing_holds": ("payment_id",),
 }
 DIFFERENCES_SHOWN_MAX = 1_000
+DIFFERENCES_KEPT_MAX = 100_000  # a verify that finds more stops collecting (memory)
+COMPARE_PAGE_ROWS = 2_000  # rows per side per read while comparing
+ROWS_PAGES_MAX = 1_000_000  # 2 billion rows: a bound on one table's comparison
+REBUILD_PAGE_EVENTS = 500  # events read, decoded once, and applied per transaction
 
 
 @dataclass(frozen=True)
@@ -80,30 +91,132 @@ def scratch_read_model(settings: Settings) -> Iterator[ReadModel]:
                     os.remove(path + suffix)
 
 
-def _rows(view: ReadModel, table: str) -> dict[tuple[Any, ...], dict[str, Any]]:
-    keys = TABLE_KEYS[table]
+def _keys(table: str, columns: Sequence[str]) -> tuple[str, ...]:
+    """The pairing key: the table's primary key where known, else the whole row."""
+    return TABLE_KEYS.get(table) or tuple(columns)
+
+
+def _columns(view: ReadModel, table: str) -> list[str]:
     with view.read() as tx:
-        tx.execute(f"SELECT * FROM {table}")
-        return {tuple(row[k] for k in keys): row for row in tx.all()}
+        tx.execute(f"SELECT * FROM {table} LIMIT 1")
+        row = tx.one()
+    return sorted(row) if row else []
+
+
+def _text_key(view: ReadModel, column: str) -> str:
+    """A key column as text in byte order on both dialects, the order Python's ``<`` on str
+    agrees with (PostgreSQL's default collation would not)."""
+    if view.dialect == "postgres":
+        return f"COALESCE(({column})::text, '') COLLATE \"C\""
+    return f"COALESCE(CAST({column} AS TEXT), '')"
+
+
+def _key_of(row: dict[str, Any], keys: Sequence[str]) -> tuple[str, ...]:
+    return tuple("" if row[k] is None else str(row[k]) for k in keys)
+
+
+def _sorted_rows(
+    view: ReadModel, table: str, keys: Sequence[str]
+) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """(key, row) in key order, a page per read transaction (keyset on the key as text)."""
+    texts = [_text_key(view, k) for k in keys]
+    order = ", ".join(texts)
+    after: tuple[str, ...] | None = None
+    for _ in range(ROWS_PAGES_MAX):  # bounded: ROWS_PAGES_MAX pages of COMPARE_PAGE_ROWS
+        where, params = "", []
+        if after is not None:
+            where = f" WHERE ({order}) > ({', '.join(['%s'] * len(keys))})"
+            params = list(after)
+        with view.read() as tx:
+            tx.execute(
+                f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT %s",
+                (*params, COMPARE_PAGE_ROWS),
+            )
+            rows = tx.all()
+        for row in rows:
+            yield _key_of(row, keys), row
+        if len(rows) < COMPARE_PAGE_ROWS:
+            return
+        after = _key_of(rows[-1], keys)
+    raise RuntimeError(f"{table}: more than {ROWS_PAGES_MAX * COMPARE_PAGE_ROWS} rows")
+
+
+def compare_table(
+    name: str, table: str, live: ReadModel, rebuilt: ReadModel
+) -> Iterator[Difference]:
+    """Merge-joins the two tables in key order, a page at a time: memory stays one page per
+    side whatever the table's size."""
+    keys = _keys(table, _columns(live, table) or _columns(rebuilt, table))
+    if not keys:
+        return  # empty on both sides
+    want, got = _sorted_rows(live, table, keys), _sorted_rows(rebuilt, table, keys)
+    w, g = next(want, None), next(got, None)
+    while w is not None or g is not None:  # each turn advances at least one side
+        if g is None or (w is not None and w[0] < g[0]):
+            yield Difference(name, table, w[0], w[1], None)  # type: ignore[index]
+            w = next(want, None)
+        elif w is None or g[0] < w[0]:
+            yield Difference(name, table, g[0], None, g[1])
+            g = next(got, None)
+        else:
+            if w[1] != g[1]:
+                yield Difference(name, table, w[0], w[1], g[1])
+            w, g = next(want, None), next(got, None)
+
+
+def rebuild_all(
+    ledger: Ledger,
+    scratch: ReadModel,
+    positions: dict[str, int],
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Rebuilds every projection into ``scratch`` up to its live position in one pass over
+    the log: each page is read and decoded once and handed to every projection that still
+    needs it (a rebuild per projection would read and decode the log once each)."""
+    rebuilt = Projector(ledger, scratch)
+    stop = max(positions.values(), default=0)
+    position = 0
+    for _ in range(CATCH_UP_BATCHES_MAX):  # bounded; each turn reads ≥ 1 event or stops
+        page = ledger.recorder.select_notifications(
+            start=position, limit=REBUILD_PAGE_EVENTS, stop=stop, inclusive_of_start=False
+        )
+        if not page:
+            break
+        events = [(n.id, ledger.mapper.to_domain_event(n)) for n in page]
+        for name, projection in rebuilt.projections.items():
+            mine = [e for e in events if e[0] <= positions[name]]
+            if mine:
+                rebuilt.apply(projection, mine)
+        position = page[-1].id
+        if on_progress is not None:
+            on_progress(position)
 
 
 def verify(
-    ledger: Ledger, live: ReadModel, settings: Settings
+    ledger: Ledger,
+    live: ReadModel,
+    settings: Settings,
+    *,
+    on_progress: Callable[[str, int], None] | None = None,
 ) -> tuple[dict[str, int], list[Difference]]:
-    """Rebuilds each projection up to the live one's position; returns positions and differences."""
+    """Rebuilds each projection up to the live one's position; returns positions and
+    differences (at most ``DIFFERENCES_KEPT_MAX``). ``on_progress(phase, n)``: ``rebuild``
+    with the log position reached, ``compare`` with the tables compared."""
     live_projector = Projector(ledger, live)
     positions = {name: live_projector.position(name) for name in PROJECTIONS}
     differences: list[Difference] = []
     with scratch_read_model(settings) as scratch:
-        rebuilt = Projector(ledger, scratch)
+        rebuild_all(
+            ledger, scratch, positions, on_progress and (lambda p: on_progress("rebuild", p))
+        )
+        compared = 0
         for name, projection in PROJECTIONS.items():
-            if positions[name]:
-                rebuilt.catch_up(name, stop=positions[name])
             for table in projection.tables:
-                want, got = _rows(live, table), _rows(scratch, table)
-                for key in sorted(set(want) | set(got), key=repr):
-                    if want.get(key) != got.get(key):
-                        differences.append(
-                            Difference(name, table, key, want.get(key), got.get(key))
-                        )
+                for difference in compare_table(name, table, live, scratch):
+                    if len(differences) >= DIFFERENCES_KEPT_MAX:
+                        break
+                    differences.append(difference)
+                compared += 1
+                if on_progress is not None:
+                    on_progress("compare", compared)
     return positions, differences

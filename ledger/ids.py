@@ -1,18 +1,51 @@
-"""Deterministic identifiers: uuid5 over natural keys, so a repeated command recreates nothing."""
+"""Deterministic identifiers: uuid5 over natural keys, so a repeated command recreates nothing.
+
+Sluice's own ids carry the brand ``sl_`` before a Stripe-like kind (``sl_po_…``, ``sl_txn_…``),
+so none can be mistaken for an id Stripe minted (``po_…``, ``txn_…``); where an object mirrors
+one of Stripe's, Stripe's id is kept as Stripe's (a payout's ``stripe_payout_id``).
+
+Ids are data: events recorded before the brand keep their bare ids (``po_…``) forever, and
+nothing rewrites them. The hash covers the kind and the natural key, not the brand, so a new id
+and the id the same natural key had before share their hex, and ``*_aggregate_id`` maps both to
+the one aggregate: a retry that spans the upgrade finds what was made before it.
+"""
 
 from __future__ import annotations
 
+import re
 from uuid import UUID, uuid5
 
 NAMESPACE = uuid5(UUID("6ba7b811-9dad-11d1-80b4-00c04fd430c8"), "https://sluice.dev/ids/v1")
 
 PLATFORM_ACCOUNT_ID = "acct_platform"
 WORLD = "world"  # owner of the outside books (customer_funds, stripe_fees)
+SLUICE_PREFIX = "sl_"  # Stripe mints no id with it
+_SLUICE_ID = re.compile(r"^sl_([a-z]{1,8})_([0-9a-f]{24})$")
 
 
 def object_id(prefix: str, *natural_key: str) -> str:
-    """A Stripe-style prefixed id derived from a natural key, e.g. ``py_3f2a…``."""
-    return f"{prefix}_{uuid5(NAMESPACE, '|'.join((prefix, *natural_key))).hex[:24]}"
+    """Sluice's prefixed id derived from a natural key, e.g. ``sl_py_3f2a…``."""
+    digest = uuid5(NAMESPACE, "|".join((prefix, *natural_key))).hex[:24]
+    return f"{SLUICE_PREFIX}{prefix}_{digest}"
+
+
+def is_sluice_id(value: str) -> bool:
+    """Minted by Sluice since the ``sl_`` brand (older Sluice ids look like Stripe's)."""
+    return _SLUICE_ID.match(value) is not None
+
+
+def unbranded(value: str) -> str:
+    """``sl_po_ab…`` → ``po_ab…``, the id the same natural key had before the brand; any other
+    id unchanged. Only for aggregate keys: never shown, never stored."""
+    return value[len(SLUICE_PREFIX) :] if is_sluice_id(value) else value
+
+
+def balance_transaction_id(entry_id: str, account_id: str) -> str:
+    """The one id of a movement: a journal entry as it lands on one account. The balance
+    transactions read model, the auditor's replay, exports and proofs all name it so. An entry
+    recorded before the brand keeps a bare ``txn_`` id, so a rebuild renames nothing."""
+    movement = object_id("txn", entry_id, account_id)
+    return movement if is_sluice_id(entry_id) else unbranded(movement)
 
 
 def aggregate_id(kind: str, *natural_key: str) -> UUID:
@@ -28,15 +61,15 @@ def balance_aggregate_id(account_id: str, currency: str) -> UUID:
 
 
 def payment_aggregate_id(payment_id: str) -> UUID:
-    return aggregate_id("payment", payment_id)
+    return aggregate_id("payment", unbranded(payment_id))
 
 
 def transfer_aggregate_id(transfer_id: str) -> UUID:
-    return aggregate_id("transfer", transfer_id)
+    return aggregate_id("transfer", unbranded(transfer_id))
 
 
 def payout_aggregate_id(payout_id: str) -> UUID:
-    return aggregate_id("payout", payout_id)
+    return aggregate_id("payout", unbranded(payout_id))
 
 
 def command_record_id(idempotency_key: str) -> UUID:

@@ -7,12 +7,14 @@ projection or an aggregate snapshot, so the answer cannot inherit a read model's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ledger.application import Ledger
 from ledger.events import JournalEvent
+from ledger.ids import balance_transaction_id
 from ledger.journal import BALANCE_BOOKS, BALANCE_ORDER, balance_row, book_deltas
 
 AUDIT_EVENTS_LIMIT_MAX = 1_000
@@ -41,16 +43,23 @@ class Replay:
         }
 
 
+PROGRESS_EVERY_EVENTS = 1_000  # how often ``replay`` reports its position
+
+
 def replay(
     ledger: Ledger,
     account: str,
     *,
     as_of: datetime | None = None,
     recorded_as_of: datetime | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Replay:
+    """``on_progress(position)`` is told every ``PROGRESS_EVERY_EVENTS`` events (a CLI's bar)."""
     result = Replay(account, as_of, recorded_as_of)
-    for position, event in ledger.iter_events():
+    for n, (position, event) in enumerate(ledger.iter_events()):
         result.position = position
+        if on_progress is not None and n % PROGRESS_EVERY_EVENTS == 0:
+            on_progress(position)
         if not isinstance(event, JournalEvent):
             continue
         if as_of is not None and event.effective_at > as_of:
@@ -69,6 +78,8 @@ def replay(
             result.movements.append(
                 {
                     "position": position,
+                    # The movement's one id: its balance transaction's, in exports and proofs too.
+                    "id": balance_transaction_id(event.entry_id, account),
                     "entry_id": event.entry_id,
                     "kind": event.kind,
                     "event": type(event).__qualname__,

@@ -18,29 +18,49 @@ audit_app = typer.Typer(
 
 @audit_app.command("replay")
 def audit_replay(
-    account: Annotated[str, typer.Option()],
-    as_of: Annotated[str | None, typer.Option("--as-of")] = None,
-    recorded_as_of: Annotated[str | None, typer.Option("--recorded-as-of")] = None,
+    account: Annotated[str, typer.Option(help="the account's id, acct_…")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="effective by: ISO 8601 or unix seconds")
+    ] = None,
+    recorded_as_of: Annotated[
+        str | None,
+        typer.Option("--recorded-as-of", help="recorded by: ISO 8601 or unix seconds"),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="table (default) or json (the HTTP API's shape)")
+    ] = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Balances and every movement behind them, from the events alone."""
+    from adapters.cli.progress import progress
+    from adapters.export import to_json
     from projections.audit import replay
 
+    if output_format not in ("table", "json"):
+        console.print(f"[red]error[/] --format: table or json, not {output_format!r}")
+        raise typer.Exit(2)
     settings = _settings(database_url)
     ledger = bootstrap(settings)
-    result = replay(
-        ledger,
-        account,
-        as_of=_instant(as_of, "--as-of"),
-        recorded_as_of=_instant(recorded_as_of, "--recorded-as-of"),
-    )
+    head = int(ledger.recorder.max_notification_id() or 0)
+    with progress(f"replaying {account}", head) as update:
+        result = replay(
+            ledger,
+            account,
+            as_of=_instant(as_of, "--as-of"),
+            recorded_as_of=_instant(recorded_as_of, "--recorded-as-of"),
+            on_progress=update,
+        )
+    if output_format == "json":
+        print(to_json(result.as_dict()))
+        return
     console.print(
         _money_table(
             f"Movements of {account}",
-            ["position", "effective", "kind", "book", "currency", "amount"],
+            ["position", "id", "effective", "kind", "book", "currency", "amount"],
             [
                 [
                     str(m["position"]),
+                    m["id"],
                     _day(m["effective_at"]),
                     m["kind"],
                     m["book"],
@@ -67,10 +87,18 @@ def audit_replay(
 @audit_app.command("verify")
 def audit_verify(database_url: DatabaseUrl = None) -> None:
     """Rebuild every read model into a scratch store and diff it with the live one."""
+    from adapters.cli.progress import on_terminal, progress
     from adapters.verify import DIFFERENCES_SHOWN_MAX, verify
 
     settings, ledger, view = _open(database_url)
-    positions, differences = verify(ledger, view, settings)
+    head = int(ledger.recorder.max_notification_id() or 0)
+    with progress("rebuilding in scratch", head, enabled=on_terminal()) as update:
+        positions, differences = verify(
+            ledger,
+            view,
+            settings,
+            on_progress=lambda phase, n: update(n) if phase == "rebuild" else None,
+        )
     for name, position in positions.items():
         console.print(f"{name}: compared at position {position}")
     for difference in differences[:DIFFERENCES_SHOWN_MAX]:
