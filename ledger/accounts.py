@@ -29,6 +29,11 @@ INTERVALS = ("daily", "weekly", "monthly", "manual")
 WEEKLY_ANCHORS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DELAY_DAYS_MAX = 365
 CAPABILITIES_MAX = 32
+# Stripe's metadata limits: 50 keys, keys up to 40 characters, values up to 500.
+METADATA_KEYS_MAX = 50
+METADATA_KEY_LEN_MAX = 40
+METADATA_VALUE_LEN_MAX = 500
+PROFILE_TEXT_LEN_MAX = 255
 
 
 def _choice(value: object, allowed: tuple[str, ...], param: str) -> str:
@@ -41,6 +46,38 @@ def _flag(value: object, param: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidParameterError(f"{param} must be true or false", param=param)
     return value
+
+
+def _profile_text(value: object, param: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > PROFILE_TEXT_LEN_MAX or not value.isprintable():
+        raise InvalidParameterError(
+            f"{param} must be printable text of at most {PROFILE_TEXT_LEN_MAX} characters",
+            param=param,
+        )
+    return value
+
+
+def check_metadata(metadata: object, param: str = "metadata") -> dict[str, str]:
+    """Stripe's metadata: a small map of printable strings to printable strings."""
+    if not isinstance(metadata, dict) or len(metadata) > METADATA_KEYS_MAX:
+        raise InvalidParameterError(
+            f"{param} must be a map of at most {METADATA_KEYS_MAX} keys", param=param
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not 0 < len(key) <= METADATA_KEY_LEN_MAX:
+            raise InvalidParameterError(
+                f"{param} keys are 1 to {METADATA_KEY_LEN_MAX} characters", param=param
+            )
+        if not isinstance(value, str) or len(value) > METADATA_VALUE_LEN_MAX:
+            raise InvalidParameterError(
+                f"{param}[{key}] must be text of at most {METADATA_VALUE_LEN_MAX} characters",
+                param=f"{param}[{key}]",
+            )
+        if not (key.isprintable() and value.isprintable()):
+            raise InvalidParameterError(f"{param} must be printable text", param=param)
+    return {str(k): str(v) for k, v in metadata.items()}
 
 
 class ConnectedAccount(Aggregate):
@@ -71,6 +108,9 @@ class ConnectedAccount(Aggregate):
                 "minimum_minor": {},
             }
             account.closed = False
+            account.name = None
+            account.email = None
+            account.metadata = {}
 
     class Updated(Aggregate.Event):
         verification_status: str
@@ -105,6 +145,20 @@ class ConnectedAccount(Aggregate):
                 "minimum_minor": dict(self.minimum_minor),
             }
 
+    class ProfileSet(Aggregate.Event):
+        """The account's display name, email and metadata (as Stripe holds them): for finding
+        an account, never for deciding about money."""
+
+        name: str | None
+        email: str | None
+        metadata: dict[str, str]
+        effective_at: datetime
+
+        def apply(self, account: ConnectedAccount) -> None:
+            account.name = self.name
+            account.email = self.email
+            account.metadata = dict(self.metadata)
+
     class Closed(Aggregate.Event):
         effective_at: datetime
 
@@ -122,6 +176,9 @@ class ConnectedAccount(Aggregate):
     external_account_status: str  # of the bank account payouts go to
     schedule: dict[str, Any]
     closed: bool
+    name: str | None
+    email: str | None
+    metadata: dict[str, str]
 
     def __init__(self) -> None:
         """State comes from the created event's apply(); annotations above are for typing."""
@@ -270,6 +327,24 @@ class ConnectedAccount(Aggregate):
             weekly_anchor=weekly_anchor,
             monthly_anchor=monthly_anchor,
             minimum_minor=minimums,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def set_profile(
+        self,
+        when: When,
+        *,
+        name: str | None,
+        email: str | None,
+        metadata: dict[str, str],
+    ) -> None:
+        """Replaces the profile whole (Stripe's account object is the source of it)."""
+        self.trigger_event(
+            self.ProfileSet,
+            name=_profile_text(name, "name"),
+            email=_profile_text(email, "email"),
+            metadata=check_metadata(metadata),
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )

@@ -1,4 +1,5 @@
-"""Read models built from the Ledger's events: balances, balance transactions, payouts, revenue.
+"""Read models built from the Ledger's events: balances, balance transactions, payouts, revenue,
+held routings.
 
 Each projection is an ``eventsourcing.projection.Projection``; the runner hands it a batch of
 events with an open transaction (``self.tx``), and commits the rows with the batch's tracking
@@ -16,14 +17,18 @@ from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
+from ledger.accounts import ConnectedAccount
 from ledger.balances import Balance
 from ledger.events import JournalEvent
-from ledger.ids import WORLD, object_id
+from ledger.ids import WORLD, balance_transaction_id
 from ledger.instants import micros_to_seconds, to_micros
 from ledger.journal import balance_row, book_deltas
+from ledger.openings import Opening
 from ledger.payments import Payment
 from ledger.payouts import Payout
+from ledger.reconciliation import StripeMovement
 from ledger.transfers import Transfer
+from projections.reconciliation import ReconciliationProjection, stripe_made_types
 from projections.store import ReadModel, Tx
 
 # Instants in the read model: integer microseconds since the epoch (exact, sortable).
@@ -113,11 +118,22 @@ BT_TYPES: dict[type, tuple[tuple[str, str], tuple[str, str]]] = {
     Payout.Requested: (("payout", "payout"), ("payout", "payout")),
     Payout.Failed: (("payout_failure", "payout_reversal"), ("payout_failure", "payout_reversal")),
     Payout.Canceled: (("payout_cancel", "payout_reversal"), ("payout_cancel", "payout_reversal")),
+    # An imported opening balance (``ledger.openings``): pending lots show as pending rows, so
+    # the scheduler releases them when due; offsets of facts it already held show beside them.
+    Opening.Booked: (
+        ("opening_balance", "opening_balance"),
+        ("opening_balance", "opening_balance"),
+    ),
+    Opening.Offset: (
+        ("opening_offset", "opening_balance"),
+        ("opening_offset", "opening_balance"),
+    ),
 }
 
 
 def _bt_source(event: Any) -> str:
     for attr in (
+        "source_id",  # a movement Stripe made on its own: the object it names, or its txn_
         "refund_id",
         "dispute_id",
         "reversal_id",
@@ -135,7 +151,7 @@ def _bt_source(event: Any) -> str:
 
 def _gross(event: Any, net: int) -> int:
     """Stripe's ``amount`` before fees; ``fee = amount - net``."""
-    if isinstance(event, Payment.Captured):
+    if isinstance(event, Payment.Captured | StripeMovement.Recorded):
         return int(event.amount_minor)
     if isinstance(event, Payment.DisputeFundsWithdrawn):
         return -int(event.amount_minor)
@@ -184,7 +200,7 @@ class BalanceTransactionsProjection(LedgerProjection):
         if isinstance(domain_event, Balance.Settled):
             self._released(domain_event.account_id, domain_event.currency, domain_event.until)
             return
-        types = BT_TYPES.get(type(domain_event))
+        types = BT_TYPES.get(type(domain_event)) or stripe_made_types(domain_event)
         if types is None or not isinstance(domain_event, JournalEvent):
             return
         platform_side, connected_side = types
@@ -221,7 +237,7 @@ class BalanceTransactionsProjection(LedgerProjection):
                 " source, reporting_category, description, entry_id)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
-                    object_id("txn", domain_event.entry_id, account),
+                    balance_transaction_id(domain_event.entry_id, account),
                     tracking.notification_id,
                     account,
                     bt_type,
@@ -268,39 +284,33 @@ class PayoutsProjection(LedgerProjection):
         Payout.Paid: "paid",
         Payout.Failed: "failed",
         Payout.Canceled: "canceled",
+        Payout.Held: "held",
     }
 
     @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Payout.Requested):
-            at = micros(domain_event.effective_at)
-            self.tx.execute(
-                "INSERT INTO rm_payouts (id, aggregate_id, position, account_id, currency, amount,"
-                " status, failure_code, created, updated, timeline)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'pending', NULL, %s, %s, %s)",
-                (
-                    domain_event.payout_id,
-                    str(domain_event.originator_id),
-                    tracking.notification_id,
-                    domain_event.account_id,
-                    domain_event.currency,
-                    domain_event.amount_minor,
-                    at,
-                    at,
-                    json.dumps([{"status": "pending", "at": micros_to_seconds(at)}]),
-                ),
-            )
+            self._requested(domain_event, tracking)
             return
         status = self.STATUS.get(type(domain_event))
-        if status is None:
+        if status is None and not isinstance(domain_event, Payout.Submitted):
             return
         aggregate_id = str(domain_event.originator_id)
-        self.tx.execute("SELECT timeline FROM rm_payouts WHERE aggregate_id = %s", (aggregate_id,))
+        self.tx.execute(
+            "SELECT status, timeline FROM rm_payouts WHERE aggregate_id = %s", (aggregate_id,)
+        )
         row = self.tx.one()
         if row is None:
             return  # cannot happen in a consistent log; the verify command would report it
+        if status is None:
+            if row["status"] != "held":
+                return  # a submission changes no status, but ends a hold (ledger.payouts)
+            status = "pending"
         at = micros(domain_event.effective_at)
-        timeline = [*json.loads(row["timeline"]), {"status": status, "at": micros_to_seconds(at)}]
+        step: dict[str, Any] = {"status": status, "at": micros_to_seconds(at)}
+        if isinstance(domain_event, Payout.Held):
+            step.update(reason_code=domain_event.reason_code, message=domain_event.message)
+        timeline = [*json.loads(row["timeline"]), step]
         self.tx.execute(
             "UPDATE rm_payouts SET status = %s, failure_code = COALESCE(%s, failure_code),"
             " updated = %s, timeline = %s, position = %s WHERE aggregate_id = %s",
@@ -311,6 +321,63 @@ class PayoutsProjection(LedgerProjection):
                 json.dumps(timeline),
                 tracking.notification_id,
                 aggregate_id,
+            ),
+        )
+
+    def _requested(self, domain_event: Payout.Requested, tracking: Tracking) -> None:
+        at = micros(domain_event.effective_at)
+        self.tx.execute(
+            "INSERT INTO rm_payouts (id, aggregate_id, position, account_id, currency, amount,"
+            " status, failure_code, created, updated, timeline)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'pending', NULL, %s, %s, %s)",
+            (
+                domain_event.payout_id,
+                str(domain_event.originator_id),
+                tracking.notification_id,
+                domain_event.account_id,
+                domain_event.currency,
+                domain_event.amount_minor,
+                at,
+                at,
+                json.dumps([{"status": "pending", "at": micros_to_seconds(at)}]),
+            ),
+        )
+
+
+class RoutingHoldsProjection(LedgerProjection):
+    """Payments whose routing is held (``Payment.RoutingHeld``) until it resumes: one row each,
+    with the latest reason; the row goes when the routing resumes."""
+
+    name = "routing_holds"
+    tables = ("rm_routing_holds",)
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_routing_holds ("
+        " payment_id TEXT PRIMARY KEY, position BIGINT NOT NULL, destination TEXT NOT NULL,"
+        " reason_code TEXT NOT NULL, message TEXT NOT NULL, held_at BIGINT NOT NULL,"
+        " holds BIGINT NOT NULL)",
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        if isinstance(domain_event, Payment.RoutingResumed):
+            self.tx.execute(
+                "DELETE FROM rm_routing_holds WHERE payment_id = %s", (domain_event.payment_id,)
+            )
+        if not isinstance(domain_event, Payment.RoutingHeld):
+            return
+        self.tx.execute(
+            "INSERT INTO rm_routing_holds AS h (payment_id, position, destination, reason_code,"
+            " message, held_at, holds) VALUES (%s, %s, %s, %s, %s, %s, 1)"
+            " ON CONFLICT (payment_id) DO UPDATE SET position = excluded.position,"
+            " destination = excluded.destination, reason_code = excluded.reason_code,"
+            " message = excluded.message, held_at = excluded.held_at, holds = h.holds + 1",
+            (
+                domain_event.payment_id,
+                tracking.notification_id,
+                domain_event.destination,
+                domain_event.reason_code,
+                domain_event.message,
+                micros(domain_event.effective_at),
             ),
         )
 
@@ -350,6 +417,92 @@ class RevenueProjection(LedgerProjection):
         )
 
 
+# The accounts read model (its queries: projections.accounts) ---------------------------------
+
+
+class AccountsProjection(LedgerProjection):
+    name = "accounts"
+    tables = ("rm_accounts", "rm_account_metadata")
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_accounts ("
+        " id TEXT PRIMARY KEY, aggregate_id TEXT NOT NULL UNIQUE, position BIGINT NOT NULL,"
+        " kind TEXT NOT NULL, country TEXT NOT NULL, default_currency TEXT NOT NULL,"
+        " verification_status TEXT NOT NULL, charges_enabled INTEGER NOT NULL,"
+        " payouts_enabled INTEGER NOT NULL, name TEXT, email TEXT, metadata TEXT NOT NULL,"
+        " search TEXT NOT NULL, created BIGINT NOT NULL, closed INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS rm_account_metadata ("
+        " account_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+        " PRIMARY KEY (account_id, key))",
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        aggregate_id = str(domain_event.originator_id)
+        if isinstance(domain_event, ConnectedAccount.Opened):
+            self._opened(domain_event, tracking)
+        elif isinstance(domain_event, ConnectedAccount.Updated):
+            self.tx.execute(
+                "UPDATE rm_accounts SET verification_status = %s, charges_enabled = %s,"
+                " payouts_enabled = %s WHERE aggregate_id = %s",
+                (
+                    domain_event.verification_status,
+                    int(domain_event.charges_enabled),
+                    int(domain_event.payouts_enabled),
+                    aggregate_id,
+                ),
+            )
+        elif isinstance(domain_event, ConnectedAccount.ProfileSet):
+            self._profile(domain_event, aggregate_id)
+        elif isinstance(domain_event, ConnectedAccount.Closed):
+            self.tx.execute(
+                "UPDATE rm_accounts SET closed = 1 WHERE aggregate_id = %s", (aggregate_id,)
+            )
+
+    def _opened(self, event: ConnectedAccount.Opened, tracking: Tracking) -> None:
+        self.tx.execute(
+            "INSERT INTO rm_accounts (id, aggregate_id, position, kind, country,"
+            " default_currency, verification_status, charges_enabled, payouts_enabled, name,"
+            " email, metadata, search, created, closed)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'unverified', 0, 0, NULL, NULL, '{}', %s, %s, 0)",
+            (
+                event.account_id,
+                str(event.originator_id),
+                tracking.notification_id,
+                event.kind,
+                event.country,
+                event.default_currency,
+                event.account_id.lower(),
+                micros(event.effective_at),
+            ),
+        )
+
+    def _profile(self, event: ConnectedAccount.ProfileSet, aggregate_id: str) -> None:
+        self.tx.execute("SELECT id FROM rm_accounts WHERE aggregate_id = %s", (aggregate_id,))
+        row = self.tx.one()
+        if row is None:
+            return  # cannot happen in a consistent log; the verify command would report it
+        metadata = dict(event.metadata)
+        words = [row["id"], event.name or "", event.email or ""]
+        words += [f"{k} {v}" for k, v in sorted(metadata.items())]
+        self.tx.execute(
+            "UPDATE rm_accounts SET name = %s, email = %s, metadata = %s, search = %s"
+            " WHERE aggregate_id = %s",
+            (
+                event.name,
+                event.email,
+                json.dumps(metadata, sort_keys=True),
+                "\n".join(words).lower(),
+                aggregate_id,
+            ),
+        )
+        self.tx.execute("DELETE FROM rm_account_metadata WHERE account_id = %s", (row["id"],))
+        for key, value in sorted(metadata.items()):
+            self.tx.execute(
+                "INSERT INTO rm_account_metadata (account_id, key, value) VALUES (%s, %s, %s)",
+                (row["id"], key, value),
+            )
+
+
 PROJECTIONS: dict[str, type[LedgerProjection]] = {
     p.name: p
     for p in (
@@ -357,6 +510,9 @@ PROJECTIONS: dict[str, type[LedgerProjection]] = {
         BalanceTransactionsProjection,
         PayoutsProjection,
         RevenueProjection,
+        RoutingHoldsProjection,
+        AccountsProjection,
+        ReconciliationProjection,
     )
 }
 META_DDL = (

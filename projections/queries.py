@@ -45,12 +45,19 @@ def balance(view: ReadModel, account_id: str) -> dict[str, Any]:
             (account_id,),
         )
         rows = tx.all()
+        # Reconciliation's clearing book (projections.reconciliation): what open breaks hold.
+        tx.execute(
+            "SELECT currency, amount FROM rm_clearing WHERE account_id = %s ORDER BY currency",
+            (account_id,),
+        )
+        clearing = tx.all()
     return {
         "object": "balance",
         "account": account_id,
         "available": [{"amount": r["available"], "currency": r["currency"]} for r in rows],
         "pending": [{"amount": r["pending"], "currency": r["currency"]} for r in rows],
         "reserved": [{"amount": r["reserved"], "currency": r["currency"]} for r in rows],
+        "clearing": [{"amount": r["amount"], "currency": r["currency"]} for r in clearing],
         "livemode": False,
     }
 
@@ -76,6 +83,8 @@ def balance_transaction(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def payout(row: dict[str, Any]) -> dict[str, Any]:
+    timeline = json.loads(row["timeline"])
+    last = timeline[-1] if timeline else {}
     return {
         "id": row["id"],
         "object": "payout",
@@ -86,7 +95,11 @@ def payout(row: dict[str, Any]) -> dict[str, Any]:
         "failure_code": row["failure_code"],
         "created": _seconds(row["created"]),
         "updated": _seconds(row["updated"]),
-        "timeline": json.loads(row["timeline"]),
+        "timeline": timeline,
+        # Why a held payout waits (Stripe's code and message); None unless held.
+        "hold": {"reason_code": last.get("reason_code"), "message": last.get("message")}
+        if row["status"] == "held"
+        else None,
     }
 
 
@@ -276,3 +289,47 @@ def pending_payouts_before(view: ReadModel, cutoff: datetime, limit: int) -> lis
             (to_micros(cutoff), limit),
         )
         return [str(r["id"]) for r in tx.all()]
+
+
+def held_payouts(view: ReadModel, limit: int) -> list[str]:
+    """Ids of held payouts, the longest-waiting first."""
+    with view.read() as tx:
+        tx.execute(
+            "SELECT id FROM rm_payouts WHERE status = 'held' ORDER BY updated LIMIT %s", (limit,)
+        )
+        return [str(r["id"]) for r in tx.all()]
+
+
+def held_routings(view: ReadModel, limit: int) -> list[dict[str, Any]]:
+    """Payments whose routing is held, the longest-waiting first, with the latest reason."""
+    with view.read() as tx:
+        tx.execute(
+            "SELECT payment_id, destination, reason_code, message, held_at, holds"
+            " FROM rm_routing_holds ORDER BY held_at LIMIT %s",
+            (limit,),
+        )
+        return [
+            {
+                "object": "routing_hold",
+                "payment": r["payment_id"],
+                "destination": r["destination"],
+                "reason_code": r["reason_code"],
+                "message": r["message"],
+                "held_at": _seconds(r["held_at"]),
+                "holds": r["holds"],
+            }
+            for r in tx.all()
+        ]
+
+
+def hold_counts(view: ReadModel) -> dict[str, int]:
+    """How many payouts and routings are held (for the status routes)."""
+    with view.read() as tx:
+        tx.execute("SELECT COUNT(*) AS n FROM rm_payouts WHERE status = 'held'")
+        payouts = tx.one()
+        tx.execute("SELECT COUNT(*) AS n FROM rm_routing_holds")
+        routings = tx.one()
+    return {
+        "payouts": int(payouts["n"]) if payouts else 0,
+        "routings": int(routings["n"]) if routings else 0,
+    }

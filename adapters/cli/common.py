@@ -3,6 +3,7 @@ configured store, parsing instants and periods, and the money tables."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -68,10 +69,74 @@ def _day(seconds: int | None) -> str:
     return "" if seconds is None else from_seconds(seconds).strftime("%Y-%m-%d %H:%M")
 
 
+# Columns never cut (instants); every other text column folds onto a second line rather than
+# ending in "…", so an id stays whole and copyable at 100 columns.
+UNBROKEN_COLUMNS = {"created", "requested", "day", "updated", "currency"}
+
+
 def _money_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="right" if column in MONEY_COLUMNS else "left")
+        if column in MONEY_COLUMNS:
+            table.add_column(column, justify="right", no_wrap=True)
+        elif column in UNBROKEN_COLUMNS:
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _day_text(text: str | None, param: str) -> str | None:
+    """A day for day-based queries: ISO 8601 (a date or a datetime) or unix seconds, as the
+    UTC day ``YYYY-MM-DD``; anything else is refused with one line."""
+    instant = _instant(text, param)
+    return None if instant is None else instant.astimezone(UTC).date().isoformat()
+
+
+def _require_account(ledger: Any, account: str | None, param: str = "account") -> None:
+    """Unknown accounts are an error (exit 2, one line), never an empty table."""
+    from ledger.errors import AccountNotFoundError
+
+    if account is not None and ledger.get_account(account) is None:
+        raise AccountNotFoundError(f"no such account: {account}", param=param)
+
+
+# Operational errors: what went wrong, and the fix, in one line (adapters.cli.main prints it).
+_NO_SCHEMA = ("no such table", "does not exist", "undefinedtable", "no such column")
+_NO_DATABASE = (
+    "couldn't get a connection",
+    "connection refused",
+    "connection failed",
+    "unable to open database file",
+    "could not connect",
+    "could not translate host name",
+)
+
+
+def operational_problem(error: BaseException) -> str | None:
+    """One line naming an operational failure (no database, no schema, no broker) and its fix;
+    None for anything else (a bug: its traceback is worth seeing)."""
+    settings_hint = "SLUICE_DATABASE_URL or --database-url"
+    chain, seen = [], error
+    for _ in range(8):  # the exception and its causes, a few deep
+        chain.append(seen)
+        if seen.__cause__ is None and seen.__context__ is None:
+            break
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    text = " | ".join(f"{type(e).__module__}.{type(e).__name__}: {e}" for e in chain).lower()
+    if re.search(r'database "[^"]*" does not exist', text):
+        return f"the database does not exist: create it (createdb) or check {settings_hint}"
+    if any(word in text for word in _NO_SCHEMA) and ("sqlite" in text or "psycopg" in text):
+        return "the database has no Sluice schema (or an older one): run `sluice db migrate`"
+    if any(word in text for word in _NO_DATABASE):
+        return (
+            f"cannot reach the database: start it (docker compose up -d) or check {settings_hint}"
+        )
+    if any(name in text for name in ("pika.exceptions", "redis.exceptions", "dramatiq.errors")):
+        return (
+            "cannot reach the message broker: start RabbitMQ or Redis (docker compose up -d) or"
+            " check SLUICE_BROKER_URL"
+        )
+    return None

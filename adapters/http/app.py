@@ -17,13 +17,27 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
-from adapters.bootstrap import bootstrap, follow_log, read_model
-from adapters.http import errors, proofs, reads, webhooks, writes
+from adapters.audit_schedule import scheduled_checkpoints
+from adapters.bootstrap import bootstrap, follow_log, projector_locks, read_model
+from adapters.http import (
+    accounts,
+    dashboard,
+    errors,
+    proofs,
+    reads,
+    reconciliation,
+    webhooks,
+    writes,
+)
 from adapters.http.auth import Authenticate, authorize, authorize_late
+from adapters.http.forms import FormBodies
 from adapters.http.guards import RequestDeadline
+from adapters.http.openapi import typed_schema
 from adapters.http.support import Sluice, reject_unknown_query
 from adapters.keys import KeyCache
+from adapters.metrics import instrument
 from adapters.settings import Settings
 from ledger.application import Ledger
 from projections.runner import Projector
@@ -90,10 +104,14 @@ def create_app(
         stop = threading.Event()
         keys.load()  # bounded; if the store is down the cache fills once it answers
         keys.start()
-        if run_projector:
+        if run_projector:  # with a signing key it signs checkpoints too (audit_schedule)
+            checkpoints = scheduled_checkpoints(ledger, view, settings)
             sluice.projector_thread = threading.Thread(
                 target=follow_log,
-                args=(sluice.projector, stop, settings.worker_step_timeout_s),
+                args=(sluice.projector, stop, settings.worker_step_timeout_s, checkpoints),
+                # One projector per read model: beside `sluice project run` (or another serve)
+                # this one stands by, and takes over the read models whose holder stops.
+                kwargs={"locks": projector_locks(settings, list(sluice.projector.projections))},
                 name="sluice-projector",
                 daemon=True,
             )
@@ -110,28 +128,40 @@ def create_app(
             if owns_view:
                 _close_view(view)
 
-    app = FastAPI(
+    # /docs and /redoc from the assets packaged with fastapi-offline: no CDN at run time.
+    app = FastAPIOffline(
         title="Sluice",
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
         generate_unique_id_function=_route_id,
     )
     app.state.sluice = sluice
     app.state.request_timeout_s = settings.http_request_timeout_s
-    # Outermost last: the deadline covers everything; authentication comes before any body is
-    # read; the body limit stops reading at BODY_SIZE_MAX.
-    app.add_middleware(errors.BodyLimit, max_bytes=BODY_SIZE_MAX)
-    routers = (reads.public_router, webhooks.router, reads.router, proofs.router, writes.router)
-    api_routes = [route for router in routers for route in router.routes]
-    app.add_middleware(Authenticate, fastapi_app=app, routes=api_routes)
-    app.add_middleware(RequestDeadline, budget_s=settings.http_request_timeout_s)
+    _add_guards(app, settings)
+    instrument(app, ledger, view)  # outermost: request ids, counts of every answer; /metrics
     errors.install(app, authorize_late)
     _include_routers(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _add_guards(app: FastAPI, settings: Settings) -> None:
+    """Outermost last: the deadline covers everything; authentication comes before any body is
+    read; the body limit stops reading at BODY_SIZE_MAX; form bodies become JSON inside it."""
+    routers = (
+        reads.public_router,
+        webhooks.router,
+        accounts.router,
+        reads.router,
+        proofs.router,
+        writes.router,
+    )
+    api_routes = [route for router in routers for route in router.routes]
+    app.add_middleware(FormBodies, routes=api_routes)
+    app.add_middleware(errors.BodyLimit, max_bytes=BODY_SIZE_MAX)
+    app.add_middleware(Authenticate, fastapi_app=app, routes=api_routes)
+    app.add_middleware(RequestDeadline, budget_s=settings.http_request_timeout_s)
 
 
 def _include_routers(app: FastAPI) -> None:
@@ -139,13 +169,14 @@ def _include_routers(app: FastAPI) -> None:
     guarded = [Depends(authorize), Depends(reject_unknown_query)]
     app.include_router(reads.public_router)
     app.include_router(webhooks.router, dependencies=[Depends(authorize)])
-    for read_router in (reads.router, proofs.router):
+    for read_router in (accounts.router, reads.router, proofs.router, reconciliation.router):
         app.include_router(read_router, dependencies=guarded, responses=errors.COMMON_ERRORS)
     app.include_router(
         writes.router,
         dependencies=guarded,
         responses=errors.COMMON_ERRORS | errors.WRITE_ERRORS,
     )
+    dashboard.mount(app)  # /dashboard: HTML over the same read models, signed in with a key
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -169,7 +200,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                             param["schema"] = {"type": "string", "minLength": 1, "maxLength": 255}
             for name in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
+            app.openapi_schema = typed_schema(schema)
         return app.openapi_schema
 
     return build
@@ -187,4 +218,6 @@ def serve(
         port=port,
         server_header=False,
         log_level="info",
+        log_config=None,  # logging is adapters.logs' (one format); uvicorn's lines join it
+        access_log=False,  # adapters.metrics logs one structured line per request instead
     )

@@ -76,12 +76,20 @@ POLICY: dict[str, Access] = {
     "release_balance": _WRITE,
     "create_topup": _WRITE,
     # Queries: admin, finance, auditor; account keys for their own account.
+    "list_accounts": _access(*_QUERY, ACCOUNT, scope="query"),  # an account key: its own
+    "retrieve_tax_report": _access(*_QUERY, ACCOUNT, scope="query"),
     "retrieve_account": _access(*_QUERY, ACCOUNT, scope="path"),
     "retrieve_balance": _access(*_QUERY, ACCOUNT, scope="path"),
     "list_balance_transactions": _access(*_QUERY, ACCOUNT, scope="query"),
     "list_payouts": _access(*_QUERY, ACCOUNT, scope="query"),
     "retrieve_statement": _access(*_QUERY, ACCOUNT, scope="path"),
     "retrieve_revenue": _access(*_QUERY),
+    "retrieve_balance_change_report": _access(*_QUERY, ACCOUNT, scope="query"),
+    "list_seller_summaries": _access(*_QUERY, ACCOUNT, scope="query"),
+    # Reconciliation: breaks, clearing books, balance agreement (issue 14).
+    "list_reconciliation_breaks": _access(*_QUERY),
+    "reconciliation_balances": _access(*_QUERY),
+    "reconciliation_clearing": _access(*_QUERY),
     # Audit: admin and auditor.
     "audit_balances": _access(ADMIN, AUDITOR),
     "audit_events": _access(ADMIN, AUDITOR),

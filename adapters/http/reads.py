@@ -5,17 +5,36 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from adapters import deadlines
+from adapters.export import (
+    BALANCE_CHANGE_COLUMNS,
+    BT_COLUMNS,
+    STATEMENT_COLUMNS,
+    SUMMARY_COLUMNS,
+    ExportError,
+    account_metadata,
+    balance_change_rows,
+    csv_lines,
+    finance_balance_transaction,
+    finance_payout,
+    metadata_columns,
+    statement_rows,
+    summary_rows,
+    zone,
+)
+from adapters.export import PAYOUT_COLUMNS as PAYOUT_COLUMNS_CSV
 from adapters.http.auth import account_filter
 from adapters.http.errors import API_ERROR, ApiError, ErrorEnvelope, envelope, not_found
 from adapters.http.models import ID_PATTERN, TEXT_PATTERN, UNIX_SECONDS_MAX
 from adapters.http.support import (
+    POSITION_HEADER,
     Sluice,
     csv_response,
     ctx,
@@ -27,9 +46,9 @@ from adapters.http.support import (
 from ledger.errors import SluiceError
 from ledger.instants import micros_to_seconds
 from ledger.money import check_currency
-from projections import queries
+from projections import exports, queries
 from projections.audit import AUDIT_EVENTS_LIMIT_MAX, events_page, replay
-from projections.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, QueryError
+from projections.queries import EXPORT_ROWS_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, QueryError
 
 router = APIRouter(tags=["reads"])
 public_router = APIRouter(tags=["health"])  # no key, no thread pool, no store (but /readyz's)
@@ -72,12 +91,63 @@ BALANCE_TRANSACTION_COLUMNS = (
     " reporting_category source status type".split()
 )
 PAYOUT_COLUMNS = (
-    "id object account amount currency status failure_code created updated timeline".split()
+    "id object account amount currency status failure_code created updated timeline hold".split()
 )
 REVENUE_COLUMNS = "object day currency application_fees application_fee_refunds net count".split()
 MOVEMENT_COLUMNS = (
-    "position entry_id kind event book amount currency effective_at recorded_at".split()
+    "position id entry_id kind event book amount currency effective_at recorded_at".split()
 )
+Tz = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+/-]+$",
+        description="CSV: IANA time zone of the instants (default UTC)",
+    ),
+]
+EXPORT_PAGE_DEADLINE_S = 10.0  # each page of a streamed CSV gets its own deadline (see _stream)
+
+
+def _stream(rows: Iterator[dict[str, Any]], columns: list[str], position: int | None) -> Any:
+    """Every row as CSV, streamed: the request's deadline bounds the first page; each later
+    page gets ``EXPORT_PAGE_DEADLINE_S`` of its own (an export of a million rows outlives any
+    request budget, but no single read may hang)."""
+
+    def paced() -> Iterator[dict[str, Any]]:
+        while True:  # ends with the rows (at most EXPORT_ROWS_MAX, see projections.exports)
+            token = deadlines.enter(EXPORT_PAGE_DEADLINE_S)
+            try:
+                row = next(rows, None)
+            finally:
+                deadlines.leave(token)
+            if row is None:
+                return
+            yield row
+
+    headers = {POSITION_HEADER: str(position)} if position is not None else {}
+    headers["Sluice-Export-Rows-Max"] = str(EXPORT_ROWS_MAX)
+    return StreamingResponse(
+        csv_lines(paced(), columns), media_type="text/csv; charset=utf-8", headers=headers
+    )
+
+
+def _export_zone(tz: str | None) -> Any:
+    try:
+        return zone(tz)
+    except ExportError as error:
+        raise ApiError(400, error.code, error.message, param="tz") from None
+
+
+def _export_size(count: int) -> None:
+    if count > EXPORT_ROWS_MAX:
+        raise ApiError(
+            400,
+            "export_too_large",
+            f"{count} rows match, over the {EXPORT_ROWS_MAX} a CSV export holds: narrow it",
+        )
+
+
 EVENT_COLUMNS = "position type aggregate_id version data".split()
 
 
@@ -192,6 +262,9 @@ def service_status(s: Ctx) -> Any:
             "projector_running": bool(thread is not None and thread.is_alive()),
             "projections": projections,
             "keys_age_s": None if loaded is None else round(time.monotonic() - loaded, 3),
+            # Waiting on an operator: Stripe took no payout or transfer for a key or permission
+            # reason (held: adapters.stripe.errors); {"payouts": n, "routings": m}.
+            "held": queries.hold_counts(s.view),
         }
     )
 
@@ -207,6 +280,10 @@ def retrieve_account(account_id: AccountId, s: Ctx) -> Any:
         "id": account.account_id,
         "object": "account",
         "kind": account.kind,
+        # getattr: an account snapshot taken before profiles existed has none.
+        "name": getattr(account, "name", None),
+        "email": getattr(account, "email", None),
+        "metadata": dict(getattr(account, "metadata", None) or {}),
         "country": account.country,
         "default_currency": account.default_currency,
         "verification_status": account.verification_status,
@@ -251,10 +328,28 @@ def list_balance_transactions(
     limit: Limit = LIST_LIMIT_DEFAULT,
     starting_after: Cursor = None,
     format: Format = None,
+    tz: Tz = None,
 ) -> Any:
+    """JSON: one page, newest first. CSV: every matching row, oldest first, finance-ready
+    (``adapters.export``); ``limit`` and ``starting_after`` page the JSON only."""
     account = account_filter(request, account)
     _check_cursor(s, "rm_balance_transactions", starting_after, account)
     position = s.read_position(request, ["balance_transactions"])
+    if wants_csv(request, format):
+        filters = {
+            "account": account, "currency": currency, "type": type, "source": source,
+            "created_gte": created_gte, "created_lt": created_lt,
+        }  # fmt: skip
+        zone_ = _export_zone(tz)
+        _export_size(exports.count_balance_transactions(s.view, **filters))
+        keys, metadata_of = account_metadata(
+            s.ledger.get_account, exports.accounts_in(s.view, account)
+        )
+        rows = (
+            finance_balance_transaction(bt, zone_, keys, metadata_of)
+            for bt in exports.iter_balance_transactions(s.view, **filters)
+        )
+        return _stream(rows, BT_COLUMNS + metadata_columns(keys), position)
     page = queries.list_balance_transactions(
         s.view,
         account=account,
@@ -288,15 +383,28 @@ def list_payouts(
     s: Ctx,
     account: Filter = None,
     status: Annotated[
-        Literal["pending", "in_transit", "paid", "failed", "canceled"] | None, Query()
+        Literal["pending", "held", "in_transit", "paid", "failed", "canceled"] | None, Query()
     ] = None,
     limit: Limit = LIST_LIMIT_DEFAULT,
     starting_after: Cursor = None,
     format: Format = None,
+    tz: Tz = None,
 ) -> Any:
+    """JSON: one page, newest first. CSV: every matching payout, oldest first."""
     account = account_filter(request, account)
     _check_cursor(s, "rm_payouts", starting_after, account)
     position = s.read_position(request, ["payouts"])
+    if wants_csv(request, format):
+        zone_ = _export_zone(tz)
+        _export_size(exports.count_payouts(s.view, account=account, status=status))
+        keys, metadata_of = account_metadata(
+            s.ledger.get_account, exports.accounts_in(s.view, account)
+        )
+        rows = (
+            finance_payout(p, zone_, keys, metadata_of)
+            for p in exports.iter_payouts(s.view, account=account, status=status)
+        )
+        return _stream(rows, PAYOUT_COLUMNS_CSV + metadata_columns(keys), position)
     page = queries.list_payouts(
         s.view, account=account, status=status, limit=limit, starting_after=starting_after
     )
@@ -320,7 +428,9 @@ def retrieve_statement(
     start: Annotated[Seconds, Query(alias="from")] = None,
     end: Annotated[Seconds, Query(alias="to")] = None,
     format: Format = None,
+    tz: Tz = None,
 ) -> Any:
+    """CSV: an opening row, every movement with the balance after it, a closing row."""
     try:
         check_currency(currency)
     except SluiceError as error:
@@ -335,15 +445,10 @@ def retrieve_statement(
         UNIX_SECONDS_MAX + 1 if end is None else end,
     )
     if wants_csv(request, format):
-        return csv_response(
-            result["movements"],
-            BALANCE_TRANSACTION_COLUMNS,
-            position,
-            {
-                "Sluice-Opening-Balance": str(result["opening_balance"]),
-                "Sluice-Closing-Balance": str(result["closing_balance"]),
-            },
-        )
+        response = _stream(statement_rows(result, _export_zone(tz)), STATEMENT_COLUMNS, position)
+        response.headers["Sluice-Opening-Balance"] = str(result["opening_balance"])
+        response.headers["Sluice-Closing-Balance"] = str(result["closing_balance"])
+        return response
     return json_response(result, position)
 
 
@@ -381,6 +486,74 @@ def retrieve_revenue(
     return list_response(
         request, rows, False, position, wants_csv(request, format), REVENUE_COLUMNS
     )
+
+
+def _period_of(start: int | None, end: int | None) -> tuple[int, int]:
+    lo, hi = 0 if start is None else start, UNIX_SECONDS_MAX + 1 if end is None else end
+    if hi <= lo:
+        raise ApiError(400, "parameter_invalid", "to must be after from", param="to")
+    return lo, hi
+
+
+@router.get(
+    "/v1/reports/balance_change",
+    name="retrieve_balance_change_report",
+    responses=CSV_OK,
+    openapi_extra=FROM_READ_MODELS,
+    summary="Balance change from activity by reporting category, per currency, from ≤ created < to",
+)
+def retrieve_balance_change_report(
+    request: Request,
+    s: Ctx,
+    account: Filter = None,
+    start: Annotated[Seconds, Query(alias="from")] = None,
+    end: Annotated[Seconds, Query(alias="to")] = None,
+    format: Format = None,
+) -> Any:
+    """Per currency: an opening row, one row per reporting category (count, gross, fee, net),
+    a closing row (= opening + the categories' nets). ``account`` defaults to the platform."""
+    account = account_filter(request, account) or s.settings.platform_account_id
+    position = s.read_position(request, ["balance_transactions"])
+    rows = exports.balance_change(s.view, account, *_period_of(start, end))
+    if wants_csv(request, format):
+        return _stream(iter(balance_change_rows(rows)), BALANCE_CHANGE_COLUMNS, position)
+    return json_response({"object": "list", "data": rows, "has_more": False}, position)
+
+
+@router.get(
+    "/v1/reports/seller_summaries",
+    name="list_seller_summaries",
+    responses=CSV_OK,
+    openapi_extra=FROM_READ_MODELS,
+    summary="Per seller and currency: opening, gross, fees, refunds, disputes, transfers,"
+    " payouts, other, closing for from ≤ created < to",
+)
+def list_seller_summaries(
+    request: Request,
+    s: Ctx,
+    account: Filter = None,
+    start: Annotated[Seconds, Query(alias="from")] = None,
+    end: Annotated[Seconds, Query(alias="to")] = None,
+    format: Format = None,
+) -> Any:
+    """Closing = opening + the movements, exactly. The platform is not a seller."""
+    account = account_filter(request, account)
+    position = s.read_position(request, ["balance_transactions"])
+    try:
+        rows = exports.seller_summaries(
+            s.view, *_period_of(start, end), account=account,
+            exclude=[s.settings.platform_account_id],
+        )  # fmt: skip
+    except QueryError as error:
+        raise ApiError(400, "export_too_large", str(error), param=error.param) from None
+    if wants_csv(request, format):
+        keys, metadata_of = account_metadata(s.ledger.get_account, [r["account"] for r in rows])
+        return _stream(
+            iter(summary_rows(rows, keys, metadata_of)),
+            SUMMARY_COLUMNS + metadata_columns(keys),
+            position,
+        )
+    return json_response({"object": "list", "data": rows, "has_more": False}, position)
 
 
 @router.get(

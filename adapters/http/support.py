@@ -184,6 +184,9 @@ async def reject_unknown_query(request: Request) -> None:
     sluice: Sluice = request.app.state.sluice
     allowed = sluice.allowed_query(request)
     for name in request.query_params:
+        # metadata[key]=value filters are allowed where a route declares ``metadata``.
+        if name.startswith("metadata[") and "metadata" in allowed:
+            continue
         if name not in allowed:
             raise ApiError(
                 400, "parameter_unknown", f"received unknown parameter: {name}", param=name

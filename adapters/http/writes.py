@@ -59,11 +59,36 @@ def create_account(body: AccountCreate, key: Key, s: Ctx) -> Any:
         country=body.country,
         default_currency=body.default_currency,
     )
-    return s.written({"object": "account", **body.model_dump()}, _one(key, result))
+    written = _one(key, result)
+    if profile := _profile(body, None):
+        sub_key = _sub_keys(key)["profile"]
+        done = s.ledger.execute(
+            c.SetAccountProfile(idempotency_key=sub_key, **_now(s, body.id), **profile)
+        )
+        written.append((sub_key, done))
+    return s.written({"object": "account", **body.model_dump()}, written)
+
+
+def _now(s: Sluice, account_id: str) -> dict[str, Any]:
+    return {"effective_at": s.ledger.clock(), "account_id": account_id}
+
+
+def _profile(body: AccountCreate | AccountUpdate, account: Any) -> dict[str, Any] | None:
+    """The SetAccountProfile fields: the request's over the account's (metadata merged, an empty
+    value removes its key, as at Stripe); None when the request sets none of them."""
+    if body.name is None and body.email is None and body.metadata is None:
+        return None
+    metadata = dict(getattr(account, "metadata", None) or {})
+    metadata.update(body.metadata or {})
+    return {
+        "display_name": body.name if body.name is not None else getattr(account, "name", None),
+        "email": body.email if body.email is not None else getattr(account, "email", None),
+        "metadata": tuple(sorted((k, v) for k, v in metadata.items() if v != "")),
+    }
 
 
 # Account updates: up to three commands (update, payout schedule, close) for one request.
-_SLOTS = ("update", "schedule", "close")
+_SLOTS = ("update", "schedule", "close", "profile")
 
 
 def _sub_keys(key: str) -> dict[str, str]:
@@ -114,6 +139,8 @@ def update_account(account_id: AccountId, body: AccountUpdate, key: Key, s: Ctx)
         planned["update"] = fields
     if schedule is not None:
         planned["schedule"] = schedule
+    if profile := _profile(body, account):
+        planned["profile"] = profile
     if body.closed:
         planned["close"] = {}
     if not planned:
@@ -137,6 +164,10 @@ def update_account(account_id: AccountId, body: AccountUpdate, key: Key, s: Ctx)
         commands.append(
             c.SetPayoutSchedule(idempotency_key=keys["schedule"], **common, **planned["schedule"])
         )
+    if "profile" in planned:
+        commands.append(
+            c.SetAccountProfile(idempotency_key=keys["profile"], **common, **planned["profile"])
+        )
     if "close" in planned:
         commands.append(c.CloseAccount(idempotency_key=keys["close"], **common))
     results = s.ledger.execute_batch(commands)
@@ -159,6 +190,14 @@ def _rehearse(account: Any, planned: dict[str, dict[str, Any]], when: When) -> N
         probe.update(when, **planned["update"])
     if "schedule" in planned:
         probe.set_payout_schedule(when, **planned["schedule"])
+    if "profile" in planned:
+        fields = planned["profile"]
+        probe.set_profile(
+            when,
+            name=fields["display_name"],
+            email=fields["email"],
+            metadata=dict(fields["metadata"]),
+        )
     if "close" in planned:
         probe.close(when)
 

@@ -15,6 +15,12 @@ import json
 from typing import Any
 
 from ledger import facts
+from ledger.accounts import (
+    METADATA_KEY_LEN_MAX,
+    METADATA_KEYS_MAX,
+    METADATA_VALUE_LEN_MAX,
+    PROFILE_TEXT_LEN_MAX,
+)
 from ledger.instants import from_seconds
 from ledger.splits import SplitPart
 
@@ -215,3 +221,41 @@ def topup_succeeded(topup: Json, txn: Json, holder: str) -> facts.TopUpSucceeded
         available_on=at(txn["available_on"]),
         topup_id=str(topup["id"]),
     )
+
+
+def profile_of(name: str | None, email: str | None, metadata: dict[str, str]) -> Json:
+    """A profile as the fold compares them: name, email, metadata (sorted)."""
+    return {
+        "name": name or None,
+        "email": email or None,
+        "metadata": dict(sorted(metadata.items())),
+    }
+
+
+def account_profile(acct: Json) -> Json:
+    """An account's name (its business profile's, else its dashboard display name, else the
+    company's or the individual's), its email and its metadata, as Stripe holds them."""
+    business = acct.get("business_profile") or {}
+    dashboard = (acct.get("settings") or {}).get("dashboard") or {}
+    company = acct.get("company") or {}
+    person = acct.get("individual") or {}
+    full_name = " ".join(str(p) for p in (person.get("first_name"), person.get("last_name")) if p)
+    name = business.get("name") or dashboard.get("display_name") or company.get("name")
+    metadata = {
+        _printable(k, METADATA_KEY_LEN_MAX): _printable(v, METADATA_VALUE_LEN_MAX)
+        for k, v in list((acct.get("metadata") or {}).items())[:METADATA_KEYS_MAX]
+    }
+    email = acct.get("email")
+    return profile_of(
+        _printable(name or full_name, PROFILE_TEXT_LEN_MAX) or None,
+        _printable(email, PROFILE_TEXT_LEN_MAX) if email else None,
+        {k: v for k, v in metadata.items() if k},
+    )
+
+
+def _printable(value: object, length_max: int) -> str:
+    """A profile's text as the ledger keeps it: printable, within its bound. The profile only
+    helps people find an account, so a control character or an overlong value from Stripe is
+    tidied here rather than parking the account's event."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value or ""))
+    return text[:length_max]

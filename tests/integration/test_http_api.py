@@ -314,19 +314,20 @@ def test_every_post_route_was_exercised_and_answered_with_ids(env: Env, world: W
         if p.route != "release_balance":
             assert isinstance(body["id"], str) and body["id"], body
     dest = world.first("create_payment").json
-    assert dest["id"].startswith("py_") and dest["transfer"].startswith("tr_")
-    assert dest["application_fee"].startswith("fee_")
+    # Sluice's own ids, never mistaken for Stripe's (ledger.ids: the sl_ brand).
+    assert dest["id"].startswith("sl_py_") and dest["transfer"].startswith("sl_tr_")
+    assert dest["application_fee"].startswith("sl_fee_")
     assert (dest["created"], dest["available_on"]) == (T0, T0 + 2 * DAY)
     refund = world.first("create_refund").json
-    assert refund["id"].startswith("re_") and refund["amount"] == 2_000
-    assert refund["transfer_reversal"].startswith("trr_")
+    assert refund["id"].startswith("sl_re_") and refund["amount"] == 2_000
+    assert refund["transfer_reversal"].startswith("sl_trr_")
     dispute = world.first("create_dispute").json
     assert (dispute["amount"], dispute["fee"]) == (5_000, 1_500)  # amount defaults to all of it
     transfer = world.first("create_transfer").json
     assert transfer["source_transaction"] == world.ids["sep"]
     assert transfer["transfer_group"] == "order_42"  # inherited from its charge
     release = world.first("release_balance").json
-    assert release["object"] == "balance_release" and release["id"].startswith("txn_")
+    assert release["object"] == "balance_release" and release["id"].startswith("sl_txn_")
 
 
 def test_retrieve_account_reflects_updates(env: Env, world: World) -> None:
@@ -443,7 +444,16 @@ def test_healthz_and_openapi(env: Env, world: World) -> None:
     assert env.clients["none"].get("/v1/status").status == 401
     body = env.admin.get("/v1/status").json()
     assert body["head"] >= 1 and body["projector_running"] is True
-    assert set(body["projections"]) == {"balances", "balance_transactions", "payouts", "revenue"}
+    assert set(body["projections"]) == {
+        "balances",
+        "balance_transactions",
+        "payouts",
+        "revenue",
+        "routing_holds",
+        "reconciliation",
+        "accounts",
+    }
+    assert body["held"] == {"payouts": 0, "routings": 0}
     spec = env.clients["none"].get("/openapi.json")
     assert spec.status == 200
     doc = spec.json()
@@ -720,13 +730,13 @@ def _variants(spec: Spec) -> Iterator[tuple[str, str, dict[str, Any], Any, int, 
     yield "bad json", spec.path, {"raw": b'{"amount": 1,'}, None, 400, "json_invalid"
     yield "array", spec.path, {"raw": b"[1, 2]"}, None, 400, "parameter_invalid"
     yield "string", spec.path, {"raw": b'"hello"'}, None, 400, "parameter_invalid"
-    yield (
+    yield (  # form bodies are read (Stripe's encoding); this one is incomplete or unknown
         "form",
         spec.path,
         {"raw": b"amount=1", "content_type": "application/x-www-form-urlencoded"},
         None,
         400,
-        "parameter_invalid",
+        "",
     )
     yield "extra field", spec.path, {}, base | {"bogus": 1}, 400, "parameter_unknown"
     yield "query param", spec.path + "?expand=x", {}, base, 400, "parameter_unknown"
@@ -949,37 +959,78 @@ def test_pagination_walks_every_page_once(env: Env, world: World) -> None:
     assert _all_pages(env.admin, "/v1/payouts", 2, fresh) == payouts
 
 
-def test_csv_parses_back_to_the_json(env: Env, world: World) -> None:
+def _iso(seconds: int | None) -> str:
+    return "" if seconds is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _decimal(minor: int, currency: str) -> str:
+    digits = {"usd": 2, "jpy": 0}[currency]
+    sign, (whole, frac) = "-" if minor < 0 else "", divmod(abs(minor), 10**digits)
+    return f"{sign}{whole}.{frac:0{digits}d}" if digits else f"{sign}{whole}"
+
+
+def _finance_row_matches(row: dict[str, str], obj: dict[str, Any]) -> None:
+    """A finance CSV row (adapters.export) against the API's JSON object of the same id."""
+    assert row["id"] == obj["id"] and row["account"] == obj["account"]
+    assert row["created"] == _iso(obj["created"]) and row["currency"] == obj["currency"]
+    money = {"gross": "amount", "fee": "fee", "net": "net"}
+    if obj["object"] == "payout":
+        money = {"amount": "amount"}
+    for column, key in money.items():
+        assert int(row[f"{column}_minor"]) == obj[key], (column, row, obj)
+        assert row[column] == _decimal(obj[key], obj["currency"]), (column, row, obj)
+
+
+def test_csv_streams_every_matching_row_finance_ready(env: Env, world: World) -> None:
     fresh = env.fresh()
     for path in (
-        "/v1/balance_transactions?account=acct_a&limit=100",
-        "/v1/balance_transactions?limit=5",
-        "/v1/payouts?limit=100",
-        "/v1/revenue?from=2026-01-01&to=2027-01-01",
+        "/v1/balance_transactions?account=acct_a",
+        "/v1/balance_transactions?currency=usd",
+        "/v1/payouts",
     ):
-        as_json = env.admin.get(path, headers=fresh)
-        by_param = env.admin.get(f"{path}&format=csv", headers=fresh)
-        by_accept = env.admin.get(path, headers=fresh | {"Accept": "text/csv"})
-        data = as_json.json()["data"]
-        assert data, path
+        everything = _all_pages(env.admin, path, 7, fresh)  # JSON: newest first, in pages
+        assert len(everything) > 1, path
+        joiner = "&" if "?" in path else "?"
+        by_param = env.admin.get(f"{path}{joiner}format=csv&limit=1", headers=fresh)
+        by_accept = env.admin.get(f"{path}{joiner}limit=1", headers=fresh | {"Accept": "text/csv"})
         for reply in (by_param, by_accept):
             assert reply.status == 200, reply.text
             assert reply.headers["content-type"].startswith("text/csv")
             assert reply.headers["sluice-position"]
-            csv_equals_json(reply.rows(), data)
-            assert reply.headers["sluice-has-more"] == str(as_json.json()["has_more"]).lower()
-    paged = env.admin.get("/v1/balance_transactions?limit=2&format=csv", headers=fresh)
-    assert paged.headers["sluice-has-more"] == "true"
-    assert "starting_after=" in paged.headers["link"]
+            rows = reply.rows()  # every row, not one page: oldest first
+            assert [r["id"] for r in rows] == [o["id"] for o in reversed(everything)], path
+            for row, obj in zip(rows, reversed(everything), strict=True):
+                _finance_row_matches(row, obj)
+    paris = env.admin.get("/v1/payouts?format=csv&tz=Europe/Paris", headers=fresh).rows()
+    assert paris and all(r["created"].endswith(("+01:00", "+02:00")) for r in paris)
+    bad_zone = env.admin.get("/v1/payouts?format=csv&tz=Mars/Olympus", headers=fresh)
+    assert bad_zone.status == 400 and bad_zone.error["param"] == "tz"
+    revenue = "/v1/revenue?from=2026-01-01&to=2027-01-01"
+    csv_equals_json(
+        env.admin.get(f"{revenue}&format=csv", headers=fresh).rows(),
+        env.admin.get(revenue, headers=fresh).json()["data"],
+    )
     statement_path = f"/v1/accounts/acct_a/statement?currency=usd&from={T0}&to={world.now + DAY}"
     statement = env.admin.get(statement_path, headers=fresh).json()
     as_csv = env.admin.get(statement_path, headers=fresh | {"Accept": "text/csv"})
     assert as_csv.status == 200, as_csv.text
-    csv_equals_json(as_csv.rows(), statement["movements"])
+    rows = as_csv.rows()
+    assert [r["row"] for r in rows] == [
+        "opening_balance",
+        *(["movement"] * len(statement["movements"])),
+        "closing_balance",
+    ]
+    assert int(rows[0]["balance_minor"]) == statement["opening_balance"]
+    assert int(rows[-1]["balance_minor"]) == statement["closing_balance"]
+    running = statement["opening_balance"]
+    for row, movement in zip(rows[1:-1], statement["movements"], strict=True):
+        _finance_row_matches(row, movement)
+        running += movement["net"]
+        assert int(row["balance_minor"]) == running
     assert int(as_csv.headers["sluice-opening-balance"]) == statement["opening_balance"]
     assert int(as_csv.headers["sluice-closing-balance"]) == statement["closing_balance"]
     empty = env.admin.get("/v1/payouts?account=acct_nobody&format=csv", headers=fresh)
-    assert empty.text.splitlines()[0].startswith("id,object,account,amount")
+    assert empty.text.splitlines()[0].startswith("id,account,created,updated,currency")
     assert empty.rows() == []
     events = env.clients["auditor"].get("/v1/audit/events?limit=3")
     csv_equals_json(
@@ -1047,12 +1098,19 @@ create_dispute             200 403 403 403 403
 close_dispute              200 403 403 403 403
 release_balance            200 403 403 403 403
 create_topup               200 403 403 403 403
+list_accounts              200 200 200 200 200
+retrieve_tax_report        200 200 200 200 404
 retrieve_account           200 200 200 200 404
 retrieve_balance           200 200 200 200 404
 list_balance_transactions  200 200 200 200 404
 list_payouts               200 200 200 200 404
 retrieve_statement         200 200 200 200 404
 retrieve_revenue           200 200 200 403 403
+retrieve_balance_change_report 200 200 200 200 404
+list_seller_summaries      200 200 200 200 404
+list_reconciliation_breaks 200 200 200 403 403
+reconciliation_clearing    200 200 200 403 403
+reconciliation_balances    409 409 409 403 403
 audit_balances             200 403 200 403 403
 audit_events               200 403 200 403 403
 audit_checkpoints          200 403 200 403 403
@@ -1117,12 +1175,24 @@ def _matrix_requests(env: Env, world: World) -> dict[str, tuple[str, str, Any]]:
         "close_dispute": ("POST", f"/v1/disputes/{disputed}/close", {"won": False}),
         "release_balance": ("POST", "/v1/balances/acct_a/release", usd | {"until": now}),
         "create_topup": ("POST", "/v1/topups", usd | {"account": "acct_a", "amount": 100}),
+        "list_accounts": ("GET", "/v1/accounts?search=acct", None),
+        "retrieve_tax_report": ("GET", "/v1/tax_reports?year=2026&account=acct_a", None),
         "retrieve_account": ("GET", "/v1/accounts/acct_a", None),
         "retrieve_balance": ("GET", "/v1/balances/acct_a", None),
         "list_balance_transactions": ("GET", "/v1/balance_transactions?account=acct_a", None),
         "list_payouts": ("GET", "/v1/payouts?account=acct_a", None),
         "retrieve_statement": ("GET", "/v1/accounts/acct_a/statement?currency=usd", None),
         "retrieve_revenue": ("GET", "/v1/revenue?from=2026-01-01&to=2026-02-01", None),
+        "retrieve_balance_change_report": (
+            "GET",
+            "/v1/reports/balance_change?account=acct_a",
+            None,
+        ),
+        "list_seller_summaries": ("GET", "/v1/reports/seller_summaries?account=acct_a", None),
+        "list_reconciliation_breaks": ("GET", "/v1/reconciliation/breaks", None),
+        "reconciliation_clearing": ("GET", "/v1/reconciliation/clearing?account=acct_a", None),
+        # No Stripe here: the agreement needs Stripe's balances, and says so (409).
+        "reconciliation_balances": ("GET", "/v1/reconciliation/balances?account=acct_a", None),
         "audit_balances": ("GET", "/v1/audit/balances/acct_a", None),
         "audit_events": ("GET", "/v1/audit/events?limit=3", None),
         # No checkpoint is made here: the proofs answer 404 to whoever may ask for them.
@@ -1139,6 +1209,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    409: "invalid_request_error",
 }
 
 
@@ -1240,7 +1311,10 @@ def test_sqlite_smoke(tmp_path: Path) -> None:
         assert balance.json()["pending"] == [{"amount": 2_250, "currency": "usd"}]
         listed = admin.get("/v1/balance_transactions?account=acct_s", headers=wait)
         exported = admin.get("/v1/balance_transactions?account=acct_s&format=csv", headers=wait)
-        csv_equals_json(exported.rows(), listed.json()["data"])
+        listed_data = listed.json()["data"]
+        assert [r["id"] for r in exported.rows()] == [bt["id"] for bt in reversed(listed_data)]
+        for row, bt in zip(exported.rows(), reversed(listed_data), strict=True):
+            _finance_row_matches(row, bt)
         assert Client(address, None).get("/v1/balances/acct_s").status == 401
         assert admin.post("/v1/payments", {"amount": 1}).status == 400
         assert admin.get("/v1/audit/events?limit=2").json()["has_more"] is True

@@ -440,13 +440,26 @@ def test_the_scheduler_enqueues_evaluations_for_funded_scheduled_accounts(world:
     store = world.store
     Projector(store.ledger, store.view).run_once()
     published: list[tuple[str, tuple[Any, ...]]] = []
-    scheduler = Scheduler(
-        store.ledger, store.view, store.settings, publish=lambda n, *a: published.append((n, a))
-    )
-    now = datetime.now(UTC)
+    message_ids: dict[str, list[str]] = {}
+
+    def publish(name: str, *args: Any, msg_id: str | None = None) -> None:
+        published.append((name, args))
+        if msg_id is not None:
+            message_ids.setdefault(name, []).append(msg_id)
+
+    scheduler = Scheduler(store.ledger, store.view, store.settings, publish=publish)
+    now = datetime(2026, 11, 30, 10, 0, 5, tzinfo=UTC)
     scheduler.tick(now)
     names = [n for n, _ in published]
-    assert names[-2:] == ["process_inbox", "sweep"]
+    assert names[-4:] == ["process_inbox", "sweep", "reconcile", "sync_accounts"]
+    # The hourly jobs go once an hour, however many ticks: the next tick sends neither, the
+    # next hour's both, each under an id of its hour (a second scheduler would send the same).
+    scheduler.tick(now + timedelta(minutes=30))
+    assert [n for n, _ in published][-2:] == ["process_inbox", "sweep"]
+    scheduler.tick(now + timedelta(hours=1))
+    assert [n for n, _ in published][-2:] == ["reconcile", "sync_accounts"]
+    assert len(set(message_ids["reconcile"])) == 2 == len(message_ids["sync_accounts"])
+    del published[len(names) :]
     evaluated = {a[0] for n, a in published if n == "evaluate_payout"}
     funded = {
         acct
