@@ -214,7 +214,7 @@ class Settings(BaseSettings):
         default=None,
         pattern=r"^https?://[^\s/]+",
         description="Sluice's public base URL, where Stripe delivers webhooks "
-        "(`/webhooks/stripe`); the default of `sluice stripe setup|check --url`",
+        "(`/webhooks/stripe`); the default `--url` of `sluice stripe setup` and `check`",
     )
     stripe_timeout_s: float = Field(
         default=30, gt=0, le=120, description="each Stripe request's timeout"

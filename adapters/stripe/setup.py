@@ -305,6 +305,7 @@ def check(client: stripe.StripeClient, expected: Expected) -> list[Finding]:
         return [*findings, Finding(PROBLEM, f"the key may not read the account: {_said(error)}")]
     findings.append(Finding(OK, f"the API key is accepted (account {account.id})"))
     findings.append(_platform_account(str(account.id), expected.platform_account_id))
+    findings.append(read_access(client))
     try:
         endpoints = list_endpoints(client)
     except stripe.PermissionError as error:
@@ -316,6 +317,42 @@ def check(client: stripe.StripeClient, expected: Expected) -> list[Finding]:
     findings.extend(_unmarked(endpoints, url))
     findings.append(_webhook_secret(expected.webhook_secret))
     return findings
+
+
+# What Sluice reads at Stripe (folding refetches objects; reconcile and import list balance
+# transactions and accounts), by the name Stripe's restricted-key editor gives each resource.
+READ_RESOURCES: tuple[tuple[str, str], ...] = (
+    ("Balance", "/v1/balance"),
+    ("Balance transaction sources", "/v1/balance_transactions"),
+    ("Charges", "/v1/charges"),
+    ("PaymentIntents", "/v1/payment_intents"),
+    ("Refunds", "/v1/refunds"),
+    ("Disputes", "/v1/disputes"),
+    ("Transfers", "/v1/transfers"),
+    ("Application Fees", "/v1/application_fees"),
+    ("Payouts", "/v1/payouts"),
+    ("Top-ups", "/v1/topups"),
+    ("Connected accounts", "/v1/accounts"),
+    ("Events", "/v1/events"),
+)
+
+
+def read_access(client: stripe.StripeClient) -> Finding:
+    """Reads one object of each resource Sluice reads: a restricted key missing one is named
+    now, not at the first webhook it would hold. Writes (transfers, refunds, payouts) cannot be
+    probed without moving money: a missing write permission holds the first payout or routing
+    that needs it (``sluice payouts --status held`` shows the code)."""
+    missing = []
+    for name, path in READ_RESOURCES:
+        params = {} if path == "/v1/balance" else {"limit": 1}
+        try:
+            client.raw_request("get", path, **params)
+        except (stripe.PermissionError, stripe.AuthenticationError) as error:
+            missing.append(f"{name} ({_said(error)})")
+    if missing:
+        return Finding(PROBLEM, "the key may not read: " + "; ".join(missing) + ": give it Read")
+    names = ", ".join(name for name, _ in READ_RESOURCES)
+    return Finding(OK, f"the key may read what Sluice reads ({names})")
 
 
 def _said(error: stripe.StripeError) -> str:

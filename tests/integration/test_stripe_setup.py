@@ -97,7 +97,7 @@ def test_setup_creates_both_endpoints_and_check_then_finds_nothing_wrong(
         assert endpoint.secret is None  # shown once, at creation
     findings = setup.check(client, expected(sb, result.secrets))
     assert problems(findings) == warnings(findings) == []
-    assert len(findings) == 6  # mode, key, account, two endpoints, secret
+    assert len(findings) == 7  # mode, key, account, read access, two endpoints, secret
 
 
 def test_setup_run_twice_keeps_the_same_two_endpoints(sb: Sandbox, client: Any) -> None:
@@ -398,7 +398,7 @@ def test_the_command_line_sets_up_prints_the_secrets_and_then_checks_clean(sb: S
         sb, ["stripe", "check", "--url", BASE_URL], SLUICE_STRIPE_WEBHOOK_SECRET=",".join(secrets)
     )
     assert checked.exit_code == 0, checked.output
-    assert checked.output.count("✓ ") == 6 and "all good" in checked.output
+    assert checked.output.count("✓ ") == 7 and "all good" in checked.output
     # SLUICE_PUBLIC_URL stands in for --url, in check as in setup.
     moved = cli(sb, ["stripe", "check"], SLUICE_PUBLIC_URL="https://elsewhere.example.com")
     assert moved.exit_code == 1 and "elsewhere.example.com" in moved.output, moved.output
@@ -469,3 +469,20 @@ def test_sandbox_webhook_endpoints_follow_stripes_api(client: Any) -> None:
     with pytest.raises(stripe.InvalidRequestError) as gone:
         client.v1.webhook_endpoints.retrieve(made[0].id)
     assert gone.value.code == "resource_missing"
+
+
+def test_check_names_each_resource_a_restricted_key_may_not_read(sb: Sandbox, client: Any) -> None:
+    """A restricted key without Read on payouts and disputes: named now, before the first
+    webhook whose object Sluice could not refetch."""
+    result = setup.setup(client, BASE_URL)
+    for path in ("/v1/payouts", "/v1/disputes"):
+        sb.arm_fault("permission", count=1, method="GET", path=path)
+    try:
+        findings = setup.check(client, expected(sb, result.secrets))
+    finally:
+        sb.clear_faults()
+    [problem] = problems(findings)
+    assert problem.startswith("the key may not read: Disputes (") and "; Payouts (" in problem
+    assert problem.endswith(": give it Read")
+    again = setup.check(client, expected(sb, result.secrets))
+    assert problems(again) == []

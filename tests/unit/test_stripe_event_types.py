@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 
 from stripe.params._webhook_endpoint_create_params import WebhookEndpointCreateParams
@@ -46,3 +47,19 @@ def test_each_endpoint_gets_the_events_stripe_sends_it() -> None:
     assert {"transfer.created", "application_fee.created", "topup.succeeded"} <= platform - connect
     # Direct charges and connected accounts' payouts come on Connect; the platform's on its own.
     assert {"charge.succeeded", "payout.paid", "balance.available"} <= platform & connect
+
+
+def test_the_going_live_guide_lists_the_event_types_setup_registers() -> None:
+    """An operator who registers the endpoints by hand reads the README: it must name exactly
+    the event types `sluice stripe setup` registers, per endpoint."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    guide = readme.split("## Going live", 1)[1].split("\n## ", 1)[0]
+    platform = guide.split("the platform endpoint takes", 1)[1].split(";", 1)[0]
+    connect = guide.split("(`connect=true`) takes", 1)[1].split(".\n", 1)[0]
+    for listed, registered in (
+        (platform, setup.PLATFORM_EVENT_TYPES),
+        (connect, setup.CONNECT_EVENT_TYPES),
+    ):
+        assert re.findall(r"`([a-z_.]+)`", listed) == list(registered)
