@@ -27,9 +27,11 @@ from adapters.stripe.gateway import StripeClientGateway, idempotency_key
 from ledger import commands as c
 from ledger.application import CommandResult, Ledger
 from ledger.journal import AVAILABLE, PENDING
+from ledger.money import format_minor
 from projections.store import ReadModel
 
 PAYMENTS_PER_RUN = 24
+HELD_PAYMENT = 200  # the number of the payment authorized first and captured later
 PAYOUT_DAYS = 7  # one week of daily payout runs: daily, weekly and monthly slots all come up
 DAY_S = 86_400
 FOLD_PASSES_MAX = 10
@@ -107,6 +109,9 @@ class DemoRun:
     # Stripe's GET /v1/balance at instants during the run, for an auditor's replay to match:
     # (instant, Sluice's account id, currency, pending, available).
     stripe_balances: list[tuple[datetime, str, str, int, int]] = field(default_factory=list)
+    reserves: list[str] = field(default_factory=list)  # a reserve held and released, told
+    holds: list[str] = field(default_factory=list)  # a payment held, then captured, told
+    instant: list[str] = field(default_factory=list)  # an Instant Payout and its fees, told
 
     @property
     def agree(self) -> bool:
@@ -121,6 +126,8 @@ def stripe_fee_settings() -> dict[str, Any]:
     return {
         "processing_fees": parse_fee_rules("usd=290+30,jpy=360+0"),
         "platform_settlement_currencies": ("jpy",),
+        # The platform's price on an Instant Payout (payout monetization): 1% to the platform.
+        "payout_platform_fees": parse_fee_rules("instant=100+0"),
     }
 
 
@@ -188,10 +195,14 @@ class Demo:
         self.check_store()
         self.onboard()
         charges = self.take_payments()
+        self.hold_then_capture()
         self.refund_and_dispute(charges)
         self.fold()
         self.sandbox.advance(10 * DAY_S)  # past every available_on: balance.available events
         self.fold()
+        hold_id = self.hold_in_reserve()
+        self.pay_out_instantly()
+        self.open_second_currency()
         self.snapshot_stripe_balances()
         for _ in range(PAYOUT_DAYS):  # the workers pay each seller out on its own schedule
             self.pay_out()
@@ -203,6 +214,7 @@ class Demo:
         self.snapshot_stripe_balances()
         self.late_payments()
         self.fold()
+        self.tell_reserve(hold_id)
         self.compare()
         return self.run
 
@@ -303,6 +315,47 @@ class Demo:
             charges[kind].append(intent)
         return charges
 
+    def hold_then_capture(self) -> None:
+        """A payment authorized now and captured later, for less (manual capture): while held it
+        is the platform's ``authorized`` figure, never available; the capture books only what
+        Stripe captured, and the rest of the hold is released."""
+        from adapters.stripe.holds import authorized_minor
+
+        seller = SELLERS[0]
+        acct, currency = self.run.accounts[seller.name], seller.currency
+        amount = 16_000
+        intent = self._pay(
+            HELD_PAYMENT,
+            {
+                "amount": amount,
+                "currency": currency,
+                "capture_method": "manual",
+                "transfer_data": {"destination": acct},
+                "application_fee_amount": amount // 10,
+            },
+        )
+        self.fold()
+        platform = self.settings.platform_account_id
+        held = authorized_minor(self.ledger, platform, currency)
+        captured = amount * 3 // 4
+        self.client.v1.payment_intents.capture(
+            intent.id,
+            {"amount_to_capture": captured},
+            {"idempotency_key": self._key("capture", HELD_PAYMENT)},
+        )
+        self.fold()
+        left = authorized_minor(self.ledger, platform, currency)
+
+        def shown(n: int) -> str:
+            return f"{format_minor(n, currency)} {currency}"
+
+        self.run.holds.append(
+            f"payment {intent.latest_charge} to {acct}: {shown(amount)} authorized (held, not"
+            f" available: the platform's authorized figure was {shown(held)}), then"
+            f" {shown(captured)} captured and {shown(amount - captured)} released (authorized"
+            f" now: {shown(left)})"
+        )
+
     def refund_and_dispute(self, charges: dict[str, list[Any]]) -> None:
         refunded = charges["destination"][0]
         self.gateway.create_refund(
@@ -319,6 +372,114 @@ class Demo:
                 {"evidence": {"uncategorized_text": "losing_evidence"}},
                 {"idempotency_key": self._key("evidence", dispute.id)},
             )
+
+    def hold_in_reserve(self) -> str | None:
+        """Stripe holds a quarter of the first seller's available funds in reserve for a day
+        (the sandbox's control stands in for Stripe's risk team); the ledger books it into the
+        seller's reserved book, the payouts leave it alone, and its release is folded too."""
+        import urllib.request
+
+        seller = SELLERS[0]
+        account = self.run.accounts[seller.name]
+        balance = self.client.v1.balance.retrieve({}, {"stripe_account": account}).to_dict()
+        amount = _amount(balance, "available", seller.currency) // 4
+        if amount <= 0:
+            return None
+        body = {"amount": amount, "currency": seller.currency}
+        body["release_after"] = self.sandbox.clock.now() + DAY_S
+        request = urllib.request.Request(
+            f"{self.sandbox.base_url}/_sandbox/accounts/{account}/reserves",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            hold = json.loads(response.read())
+        self.fold()
+        found = self.ledger.get_balance(account, seller.currency)
+        reserved = found.reserved_minor if found is not None else 0
+        until = datetime.fromtimestamp(body["release_after"], UTC).isoformat()
+        self.run.reserves.append(
+            f"reserve {hold['id']}: Stripe held {format_minor(amount, seller.currency)}"
+            f" {seller.currency} of {account} (the ledger's reserved book:"
+            f" {format_minor(reserved, seller.currency)}), to release after {until}"
+        )
+        return str(hold["id"])
+
+    def tell_reserve(self, hold_id: str | None) -> None:
+        from eventsourcing.application import AggregateNotFoundError
+
+        from ledger.risk import reserve_aggregate_id
+
+        if hold_id is None:
+            return
+        try:
+            reserve = self.ledger.repository.get(reserve_aggregate_id(hold_id))
+        except AggregateNotFoundError:
+            self.run.reserves.append(f"reserve {hold_id}: not in the ledger")
+            return
+        released = sum(reserve.releases.values())
+        currency = reserve.currency
+        self.run.reserves.append(
+            f"reserve {hold_id}: released {format_minor(released, currency)} {currency} back to"
+            f" available (still held: {format_minor(reserve.held_minor, currency)})"
+        )
+
+    def open_second_currency(self) -> None:
+        """A seller paid on a schedule that holds yen beside its dollars adds a JPY bank
+        account: from then on the workers pay each currency to the bank for that currency."""
+        for seller in SELLERS:
+            account = self.run.accounts[seller.name]
+            on = {"stripe_account": account}
+            held = _amount(self.client.v1.balance.retrieve({}, on).to_dict(), "available", "jpy")
+            if seller.interval != "manual" and seller.currency != "jpy" and held > 0:
+                break
+        else:
+            return
+        self.client.v1.accounts.external_accounts.create(
+            account,
+            {
+                "external_account": {
+                    "object": "bank_account",
+                    "country": seller.country,
+                    "currency": "jpy",
+                    "account_number": seller.bank_account,
+                    "routing_number": "110000000",
+                }
+            },
+            {"idempotency_key": self._key("jpy-bank", seller.name)},
+        )
+        self.fold()
+        self.run.instant.append(
+            f"second currency: {account} ({seller.name}) holds {format_minor(held, 'jpy')} jpy"
+            f" beside {seller.currency}; with a jpy bank account it is paid out in both"
+        )
+
+    def pay_out_instantly(self) -> None:
+        """The manual seller asks for half its balance now (an Instant Payout): Stripe takes
+        its instant fee, the platform its payout fee; the ledger books both as reported."""
+        seller = next(s for s in SELLERS if s.interval == "manual")
+        account = self.run.accounts[seller.name]
+        on = {"stripe_account": account}
+        balance = self.client.v1.balance.retrieve({}, on).to_dict()
+        amount = _amount(balance, "available", seller.currency) // 2
+        if amount <= 0:
+            return
+        payout = self.client.v1.payouts.create(
+            {"amount": amount, "currency": seller.currency, "method": "instant"},
+            {**on, "idempotency_key": self._key("instant", seller.name)},
+        )
+        self.fold()
+        found = self.ledger.get_payout(str(payout.id))
+        stripe_fee, platform_fee = (
+            format_minor(int(getattr(found, name, 0) or 0), seller.currency)
+            for name in ("stripe_fee_minor", "application_fee_minor")
+        )
+        self.run.instant.append(
+            f"instant payout {payout.id}: {format_minor(amount, seller.currency)}"
+            f" {seller.currency} to {account}; Stripe's fee {stripe_fee}, the platform's"
+            f" payout fee {platform_fee} (its revenue)"
+        )
 
     def pay_out(self) -> None:
         """Today's payout slot, run by the workers' own jobs in-process (no broker needed):

@@ -12,6 +12,7 @@ from ledger.errors import AccountClosedError, InvalidParameterError, PayoutsDisa
 from ledger.events import When
 from ledger.ids import account_aggregate_id
 from ledger.money import check_amount, check_currency
+from ledger.requirements import blocking, no_requirements
 
 ACCOUNT_KINDS = ("platform", "connected")
 # Stripe's bank account statuses; "errored" (a payout bounced) pauses payouts until it changes.
@@ -111,6 +112,7 @@ class ConnectedAccount(Aggregate):
             account.name = None
             account.email = None
             account.metadata = {}
+            account.requirements = no_requirements()
 
     class Updated(Aggregate.Event):
         verification_status: str
@@ -159,6 +161,35 @@ class ConnectedAccount(Aggregate):
             account.email = self.email
             account.metadata = dict(self.metadata)
 
+    class RequirementsSet(Aggregate.Event):
+        """Stripe's onboarding requirements for the account (``ledger.requirements``)."""
+
+        currently_due: list[str]
+        past_due: list[str]
+        eventually_due: list[str]
+        disabled_reason: str | None
+        current_deadline: datetime | None
+        effective_at: datetime
+
+        def apply(self, account: ConnectedAccount) -> None:
+            account.requirements = {
+                "currently_due": list(self.currently_due),
+                "past_due": list(self.past_due),
+                "eventually_due": list(self.eventually_due),
+                "disabled_reason": self.disabled_reason,
+                "current_deadline": self.current_deadline,
+            }
+
+    class ExternalAccountsSet(Aggregate.Event):
+        """Per currency, the status of the external account payouts in it go to
+        (``ledger.payout_fx``)."""
+
+        by_currency: dict[str, str]
+        effective_at: datetime
+
+        def apply(self, account: ConnectedAccount) -> None:
+            account.external_accounts = dict(self.by_currency)
+
     class Closed(Aggregate.Event):
         effective_at: datetime
 
@@ -179,6 +210,8 @@ class ConnectedAccount(Aggregate):
     name: str | None
     email: str | None
     metadata: dict[str, str]
+    requirements: dict[str, Any]
+    external_accounts: dict[str, str]  # set by ExternalAccountsSet (absent until reported)
 
     def __init__(self) -> None:
         """State comes from the created event's apply(); annotations above are for typing."""
@@ -229,6 +262,12 @@ class ConnectedAccount(Aggregate):
                 f"the bank account of {self.account_id} is errored; payouts are paused until "
                 "it is updated",
                 param="account",
+            )
+        # getattr: an account snapshot taken before requirements were kept has none.
+        blocked = blocking(getattr(self, "requirements", None))
+        if blocked is not None:
+            raise PayoutsDisabledError(
+                f"payouts to {self.account_id} are paused: {blocked}", param="account"
             )
 
     def update(
@@ -345,6 +384,24 @@ class ConnectedAccount(Aggregate):
             name=_profile_text(name, "name"),
             email=_profile_text(email, "email"),
             metadata=check_metadata(metadata),
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def set_requirements(self, when: When, requirements: dict[str, Any]) -> None:
+        """Replaces the requirements whole (checked by ``ledger.requirements``)."""
+        self.trigger_event(
+            self.RequirementsSet,
+            **requirements,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def set_external_accounts(self, when: When, by_currency: dict[str, str]) -> None:
+        """Replaces the external accounts whole (checked by ``ledger.payout_fx``)."""
+        self.trigger_event(
+            self.ExternalAccountsSet,
+            by_currency=by_currency,
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )

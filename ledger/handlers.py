@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger import commands as c
-from ledger import facts, reconciliation
+from ledger import facts, payout_fx, reconciliation
 from ledger.accounts import ConnectedAccount
 from ledger.balances import Balance
 from ledger.engine import Handler, Scope
@@ -25,6 +25,8 @@ from ledger.errors import (
     invariant,
 )
 from ledger.events import check_instant
+from ledger.failures import HANDLERS as FAILURE_HANDLERS
+from ledger.holds import HANDLERS as HOLD_HANDLERS
 from ledger.ids import (
     account_aggregate_id,
     balance_aggregate_id,
@@ -36,6 +38,8 @@ from ledger.journal import BANK, PENDING, move
 from ledger.money import check_amount, check_currency
 from ledger.payments import Payment
 from ledger.payouts import Payout
+from ledger.requirements import SetAccountRequirements, set_account_requirements
+from ledger.risk import HANDLERS as RISK_HANDLERS
 from ledger.splits import SplitPart
 from ledger.transfers import Transfer
 
@@ -412,6 +416,7 @@ COMMAND_HANDLERS: dict[type[c.Message], Handler] = {
     c.OpenAccount: _open_account,
     c.UpdateAccount: _update_account,
     c.SetAccountProfile: _set_account_profile,
+    SetAccountRequirements: set_account_requirements,
     c.SetPayoutSchedule: _set_payout_schedule,
     c.CloseAccount: _close_account,
     c.RecordPayment: _record_payment,
@@ -434,4 +439,12 @@ COMMAND_HANDLERS: dict[type[c.Message], Handler] = {
     c.ResumeRouting: _resume_routing,
     # Reconciliation's outcomes, and the fact of a movement Stripe made on its own.
     **reconciliation.HANDLERS,
+    # Loss liability and reserves (ledger.risk).
+    **RISK_HANDLERS,
+    # Authorization holds: placed, captured, released (ledger.holds).
+    **HOLD_HANDLERS,
+    # Movements Stripe undid after reporting them: failed refunds (ledger.failures).
+    **FAILURE_HANDLERS,
+    # Payouts in every currency: external accounts per currency, Stripe's conversions.
+    **payout_fx.HANDLERS,
 }

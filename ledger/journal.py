@@ -37,6 +37,18 @@ STRIPE_ADJUSTMENTS = "stripe_adjustments"
 CLEARING = "clearing"
 WORLD_BOOKS = frozenset({CUSTOMER_FUNDS, STRIPE_FEES, STRIPE_ADJUSTMENTS})
 OUTSIDE_BOOKS = OUTSIDE_BOOKS | {STRIPE_ADJUSTMENTS, CLEARING}
+# world: Stripe's currency desk. A conversion is booked through it in both currencies (one
+# currency in, the other out at Stripe's rate), so each currency's journal still sums to zero.
+FX = "fx"
+WORLD_BOOKS = WORLD_BOOKS | {FX}
+OUTSIDE_BOOKS = OUTSIDE_BOOKS | {FX}
+# Authorization holds (``ledger.holds``): a memo pair, the account's ``authorized`` figure against
+# the card networks' ``card_authorizations``. Outside the balance books on purpose: a hold is
+# never pending nor available, so nothing can pay it out.
+AUTHORIZED = "authorized"
+CARD_AUTHORIZATIONS = "card_authorizations"
+WORLD_BOOKS = WORLD_BOOKS | {CARD_AUTHORIZATIONS}
+OUTSIDE_BOOKS = OUTSIDE_BOOKS | {AUTHORIZED, CARD_AUTHORIZATIONS}
 BOOKS = BALANCE_BOOKS | OUTSIDE_BOOKS
 
 POSTINGS_PER_ENTRY_MAX = 64
@@ -63,8 +75,15 @@ KINDS = frozenset(
         "clearing_reversal",  # … and takes it back once the difference is gone
         "opening_balance",  # an account's balance at the import's cut-over
         "opening_offset",  # a fact from before the cut-over, already in the opening balance
+        "reserve_hold",  # Stripe held available funds back in the reserved book (ledger.risk)
+        "reserve_release",  # … and released them back to available
     }
 )
+KINDS = KINDS | {"payout_conversion"}  # Stripe converted a payout to its bank's currency
+KINDS = KINDS | {"payout_fee"}  # Stripe's fee on a payout (an Instant Payout's)
+
+KINDS = KINDS | {"authorization", "authorization_release"}  # a hold placed, a hold ended
+KINDS = KINDS | {"refund_failure", "topup_reversal", "payout_reversal"}  # ledger.failures
 
 PostingRow = list[str | int]  # [owner, book, amount_minor, currency]: the stored form
 

@@ -15,11 +15,13 @@ from typing import Any
 from ledger.accounts import ConnectedAccount
 from ledger.balances import Balance
 from ledger.ids import object_id
+from ledger.payout_fx import bank_errored, payable_in
+from ledger.requirements import blocking
 
 DUE = "due"
 NOT_DUE = "not_due"  # not a payout day on the account's schedule
 NOT_PAYABLE = "not_payable"  # no such connected account, or closed
-OTHER_CURRENCY = "other_currency"  # payouts go to the bank account in the default currency
+OTHER_CURRENCY = "other_currency"  # no external account takes it (ledger.payout_fx)
 PAUSED = "paused"  # payouts disabled, or the bank account errored until it is updated
 BELOW_MINIMUM = "below_minimum"
 
@@ -67,11 +69,14 @@ def decide_payout(
     payout_id = payout_id_for(account_id, currency, slot.isoformat())
     if account is None or account.closed or account.kind != "connected":
         return PayoutDecision(payout_id, NOT_PAYABLE)
-    if currency != account.default_currency:
+    if not payable_in(account, currency):
         return PayoutDecision(payout_id, OTHER_CURRENCY)
     if not payout_due(account.schedule, slot):
         return PayoutDecision(payout_id, NOT_DUE)
-    if not account.payouts_enabled or account.external_account_status == "errored":
+    if not account.payouts_enabled or bank_errored(account, currency):
+        return PayoutDecision(payout_id, PAUSED)
+    # Stripe's requirements past due (or a disabled account): paused until Stripe lifts them.
+    if blocking(getattr(account, "requirements", None)) is not None:
         return PayoutDecision(payout_id, PAUSED)
     available = balance.available_minor if balance is not None else 0
     minimum = max(int(account.schedule.get("minimum_minor", {}).get(currency, 0)), 1)

@@ -18,8 +18,17 @@ from eventsourcing.domain import Aggregate
 
 from ledger.errors import InvalidParameterError, InvalidTransitionError
 from ledger.events import JournalEvent, When, journal_fields
-from ledger.ids import object_id, payout_aggregate_id
-from ledger.journal import AVAILABLE, BANK, PAYOUTS_IN_TRANSIT, move
+from ledger.ids import WORLD, object_id, payout_aggregate_id
+from ledger.journal import (
+    AVAILABLE,
+    BANK,
+    FX,
+    PAYOUTS_IN_TRANSIT,
+    STRIPE_FEES,
+    Entry,
+    entry,
+    move,
+)
 
 PENDING_STATUS = "pending"
 IN_TRANSIT = "in_transit"
@@ -109,6 +118,35 @@ class Payout(Aggregate):
         def apply(self, payout: Payout) -> None:
             payout._moved_to(CANCELED, self.effective_at)
 
+    class Converted(JournalEvent):
+        """Stripe converted the payout for a bank in another currency (``ledger.payout_fx``):
+        its funds in transit are now ``bank_amount_minor`` of ``bank_currency``, at Stripe's
+        ``exchange_rate`` (a decimal string, as Stripe reported it)."""
+
+        payout_id: str
+        bank_currency: str
+        bank_amount_minor: int
+        exchange_rate: str
+
+        def apply(self, payout: Payout) -> None:
+            payout.bank_currency = self.bank_currency
+            payout.bank_amount_minor = self.bank_amount_minor
+            payout.exchange_rate = self.exchange_rate
+
+    class FeeCharged(JournalEvent):
+        """Fees on the payout, as its balance transaction states them, taken from available
+        with it (``ledger.payout_fx``): Stripe's (an Instant Payout's) and the platform's
+        (payout monetization: an application fee, the platform's revenue)."""
+
+        payout_id: str
+        stripe_fee_minor: int
+        application_fee_minor: int = 0
+        application_fee_id: str | None = None  # Stripe's fee_ (the platform's fee)
+
+        def apply(self, payout: Payout) -> None:
+            payout.stripe_fee_minor = self.stripe_fee_minor
+            payout.application_fee_minor = self.application_fee_minor
+
     payout_id: str
     account_id: str
     currency: str
@@ -121,6 +159,12 @@ class Payout(Aggregate):
     hold_code: str
     hold_message: str
     holds: int
+    stripe_fee_minor: int  # set by FeeCharged (absent: no fee)
+    application_fee_minor: int  # set by FeeCharged: the platform's fee on this payout
+    # Set by Converted (absent on payouts Stripe never converted).
+    bank_currency: str
+    bank_amount_minor: int
+    exchange_rate: str
 
     def __init__(self) -> None:
         """State comes from the created event's apply(); annotations above are for typing."""
@@ -214,13 +258,113 @@ class Payout(Aggregate):
             self.MarkedInTransit, effective_at=when.effective_at, timestamp=when.recorded_at
         )
 
+    @property
+    def bank_side(self) -> tuple[int, str]:
+        """(amount, currency) of the funds in transit: converted ones once Stripe converted."""
+        currency = getattr(self, "bank_currency", None)  # absent: never converted
+        if currency is None:
+            return self.amount_minor, self.currency
+        return int(getattr(self, "bank_amount_minor", 0)), str(currency)
+
+    def convert(
+        self, bank_currency: str, bank_amount_minor: int, exchange_rate: str, when: When
+    ) -> None:
+        """Books Stripe's conversion: in transit in the payout's currency → FX → in transit in
+        the bank's currency. The caller has checked the numbers' shape (they are Stripe's)."""
+        if getattr(self, "bank_currency", None) is not None or self.status not in (
+            PENDING_STATUS,
+            HELD,
+            IN_TRANSIT,
+            PAID,
+        ):
+            raise InvalidTransitionError(
+                f"payout {self.payout_id} cannot be converted ({self.status})", param="status"
+            )
+        owner = self.account_id
+        converted = entry(
+            object_id("txn", "payout_conversion", self.payout_id),
+            "payout_conversion",
+            [
+                (owner, PAYOUTS_IN_TRANSIT, -self.amount_minor, self.currency),
+                (WORLD, FX, self.amount_minor, self.currency),
+                (WORLD, FX, -bank_amount_minor, bank_currency),
+                (owner, PAYOUTS_IN_TRANSIT, bank_amount_minor, bank_currency),
+            ],
+        )
+        self.trigger_event(
+            self.Converted,
+            payout_id=self.payout_id,
+            bank_currency=bank_currency,
+            bank_amount_minor=bank_amount_minor,
+            exchange_rate=exchange_rate,
+            **journal_fields(converted, when),
+        )
+
+    def charge_fee(
+        self,
+        stripe_fee_minor: int,
+        when: When,
+        application_fee_minor: int = 0,
+        platform_account_id: str | None = None,
+        application_fee_id: str | None = None,
+    ) -> None:
+        """Books the payout's fees once: Stripe's, and the platform's (to the platform's
+        available balance); the caller has checked their shape."""
+        if getattr(self, "stripe_fee_minor", None) is not None or self.status in (
+            FAILED,
+            CANCELED,
+        ):
+            raise InvalidTransitionError(
+                f"payout {self.payout_id} cannot take a fee ({self.status})", param="status"
+            )
+        currency = self.currency
+        platform = platform_account_id or ""
+        fee = entry(
+            object_id("txn", "payout_fee", self.payout_id),
+            "payout_fee",
+            [
+                (self.account_id, AVAILABLE, -stripe_fee_minor - application_fee_minor, currency),
+                (WORLD, STRIPE_FEES, stripe_fee_minor, currency),
+                (platform, AVAILABLE, application_fee_minor, currency),
+            ],
+        )
+        self.trigger_event(
+            self.FeeCharged,
+            payout_id=self.payout_id,
+            stripe_fee_minor=stripe_fee_minor,
+            application_fee_minor=application_fee_minor,
+            application_fee_id=application_fee_id,
+            **journal_fields(fee, when),
+        )
+
+    def _returned(self, kind: str, source: str) -> Entry:
+        """A failure or cancellation: the funds come back to available in the payout's currency;
+        a converted payout comes back through FX (undocumented: Stripe's payout_failure returns
+        the amount taken, in the balance's currency)."""
+        amount, currency = self.bank_side
+        owner = self.account_id
+        return entry(
+            object_id("txn", kind, self.payout_id),
+            kind,
+            [
+                (owner, source, -amount, currency),
+                (WORLD, FX, amount if currency != self.currency else 0, currency),
+                (WORLD, FX, -self.amount_minor if currency != self.currency else 0, self.currency),
+                (owner, AVAILABLE, self.amount_minor, self.currency),
+                # Undocumented: a returned Instant Payout gives its fee back (the sandbox does).
+                (WORLD, STRIPE_FEES, -int(getattr(self, "stripe_fee_minor", 0)), self.currency),
+                (owner, AVAILABLE, int(getattr(self, "stripe_fee_minor", 0)), self.currency),
+            ],
+        )
+
     def mark_paid(self, when: When) -> None:
         self._require(PAID)
+        amount, currency = self.bank_side
         arrived = move(
             object_id("txn", "payout_paid", self.payout_id),
             "payout_paid",
-            self.amount_minor,
-            self.currency,
+            amount,
+            currency,
             (self.account_id, PAYOUTS_IN_TRANSIT),
             (self.account_id, BANK),
         )
@@ -231,14 +375,7 @@ class Payout(Aggregate):
         _check_code(failure_code, "failure_code")
         # A paid payout that bounces comes back from the bank; otherwise from transit.
         source = BANK if self.status == PAID else PAYOUTS_IN_TRANSIT
-        returned = move(
-            object_id("txn", "payout_failure", self.payout_id),
-            "payout_failure",
-            self.amount_minor,
-            self.currency,
-            (self.account_id, source),
-            (self.account_id, AVAILABLE),
-        )
+        returned = self._returned("payout_failure", source)
         self.trigger_event(
             self.Failed,
             failure_code=failure_code,
@@ -248,14 +385,7 @@ class Payout(Aggregate):
 
     def cancel(self, when: When) -> None:
         self._require(CANCELED)
-        returned = move(
-            object_id("txn", "payout_cancel", self.payout_id),
-            "payout_cancel",
-            self.amount_minor,
-            self.currency,
-            (self.account_id, PAYOUTS_IN_TRANSIT),
-            (self.account_id, AVAILABLE),
-        )
+        returned = self._returned("payout_cancel", PAYOUTS_IN_TRANSIT)
         self.trigger_event(
             self.Canceled, payout_id=self.payout_id, **journal_fields(returned, when)
         )

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from ledger.instants import micros_to_seconds
+from projections import requirements
 from projections.queries import LIST_LIMIT_DEFAULT, Page, QueryError, _page
 from projections.store import ReadModel
 
@@ -81,11 +82,12 @@ def list_accounts(
     rows, more = _page(
         view, "rm_accounts", filters, limit, starting_after, (" AND ".join(conditions), params)
     )
-    return Page([account_object(r) for r in rows], more)
+    return Page(requirements.attach(view, [account_object(r) for r in rows]), more)
 
 
 def all_accounts(view: ReadModel, limit: int) -> list[dict[str, Any]]:
     """Every account (up to ``limit``), oldest first: the dashboard's and the CLI's overview."""
     with view.read() as tx:
         tx.execute("SELECT * FROM rm_accounts ORDER BY position, id LIMIT %s", (limit,))
-        return [account_object(r) for r in tx.all()]
+        rows = [account_object(r) for r in tx.all()]
+    return requirements.attach(view, rows)

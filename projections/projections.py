@@ -20,6 +20,7 @@ from eventsourcing.projection import Projection
 from ledger.accounts import ConnectedAccount
 from ledger.balances import Balance
 from ledger.events import JournalEvent
+from ledger.failures import PayoutReversal, RefundFailure, TopUpReversal
 from ledger.ids import WORLD, balance_transaction_id
 from ledger.instants import micros_to_seconds, to_micros
 from ledger.journal import balance_row, book_deltas
@@ -27,7 +28,9 @@ from ledger.openings import Opening
 from ledger.payments import Payment
 from ledger.payouts import Payout
 from ledger.reconciliation import StripeMovement
+from ledger.risk import Reserve
 from ledger.transfers import Transfer
+from projections import requirements, risk
 from projections.reconciliation import ReconciliationProjection, stripe_made_types
 from projections.store import ReadModel, Tx
 
@@ -115,6 +118,15 @@ BT_TYPES: dict[type, tuple[tuple[str, str], tuple[str, str]]] = {
         ("payment_refund", "transfer_reversal"),
     ),
     Balance.ToppedUp: (("topup", "topup"), ("topup", "topup")),
+    RefundFailure.Recorded: (
+        ("refund_failure", "refund_failure"),
+        ("refund_failure", "refund_failure"),
+    ),
+    TopUpReversal.Recorded: (
+        ("topup_reversal", "topup_reversal"),
+        ("topup_reversal", "topup_reversal"),
+    ),
+    PayoutReversal.Recorded: (("payout", "payout_reversal"), ("payout", "payout_reversal")),
     Payout.Requested: (("payout", "payout"), ("payout", "payout")),
     Payout.Failed: (("payout_failure", "payout_reversal"), ("payout_failure", "payout_reversal")),
     Payout.Canceled: (("payout_cancel", "payout_reversal"), ("payout_cancel", "payout_reversal")),
@@ -127,6 +139,15 @@ BT_TYPES: dict[type, tuple[tuple[str, str], tuple[str, str]]] = {
     Opening.Offset: (
         ("opening_offset", "opening_balance"),
         ("opening_offset", "opening_balance"),
+    ),
+    # Reserves (ledger.risk), as Stripe's reserve_hold / reserve_release balance transactions.
+    Reserve.Held: (
+        ("reserve_hold", "risk_reserved_funds"),
+        ("reserve_hold", "risk_reserved_funds"),
+    ),
+    Reserve.Released: (
+        ("reserve_release", "risk_reserved_funds"),
+        ("reserve_release", "risk_reserved_funds"),
     ),
 }
 
@@ -142,11 +163,21 @@ def _bt_source(event: Any) -> str:
         "transfer_id",
         "payment_id",
         "application_fee_id",
+        "release_id",  # a reserve's release (ledger.risk), then the reserve (its hold)
+        "reserve_id",
     ):
         value = getattr(event, attr, None)
         if value:
             return str(value)
     return ""
+
+
+def _net(event: Any, pending: int, available: int, reserved: int) -> int:
+    """What the movement did to the account's Stripe balance: a reserve (ledger.risk) moves funds
+    out of the payments balance, Stripe's ``reserve_hold``, and back, ``reserve_release``."""
+    if isinstance(event, Reserve.Held | Reserve.Released):
+        return available
+    return pending + available + reserved
 
 
 def _gross(event: Any, net: int) -> int:
@@ -200,6 +231,9 @@ class BalanceTransactionsProjection(LedgerProjection):
         if isinstance(domain_event, Balance.Settled):
             self._released(domain_event.account_id, domain_event.currency, domain_event.until)
             return
+        if isinstance(domain_event, Payout.FeeCharged):
+            self._payout_fees(domain_event, tracking)
+            return
         types = BT_TYPES.get(type(domain_event)) or stripe_made_types(domain_event)
         if types is None or not isinstance(domain_event, JournalEvent):
             return
@@ -208,7 +242,7 @@ class BalanceTransactionsProjection(LedgerProjection):
         for (account, currency), (pending, available, reserved) in _balance_deltas(
             domain_event
         ).items():
-            net = pending + available + reserved
+            net = _net(domain_event, pending, available, reserved)
             if net == 0 and not isinstance(domain_event, Payment.Captured):
                 continue
             on_platform_side = gains is None or (net > 0) == gains
@@ -257,6 +291,52 @@ class BalanceTransactionsProjection(LedgerProjection):
                 ),
             )
 
+    def _payout_fees(self, event: Payout.FeeCharged, tracking: Tracking) -> None:
+        """A payout's fees as Stripe itemizes them: on the seller, fees of the payout (its
+        balance transaction's ``fee_details``); on the platform, its ``application_fee``."""
+        fees = {
+            "stripe_fee": event.stripe_fee_minor,
+            "application_fee": event.application_fee_minor,
+        }
+        for (account, currency), (_, available, _) in _balance_deltas(event).items():
+            on_platform = available > 0
+            details = [
+                {"type": kind, "amount": amount, "currency": currency, "description": kind}
+                for kind, amount in fees.items()
+                if amount and not on_platform
+            ]
+            gross = available if on_platform else 0
+            row = (
+                ("application_fee", "platform_earning", event.application_fee_id or "")
+                if on_platform
+                else ("payout", "payout", event.payout_id)
+            )
+            self.tx.execute(
+                "INSERT INTO rm_balance_transactions (id, position, account_id, type, amount,"
+                " fee, fee_details, net, currency, status, available_on, created, recorded,"
+                " source, reporting_category, description, entry_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    balance_transaction_id(event.entry_id, account),
+                    tracking.notification_id,
+                    account,
+                    row[0],
+                    gross,
+                    gross - available,
+                    json.dumps(details),
+                    available,
+                    currency,
+                    "available",
+                    micros(event.effective_at),
+                    micros(event.effective_at),
+                    micros(event.timestamp),
+                    row[2],
+                    row[1],
+                    f"payout fee {event.payout_id}",
+                    event.entry_id,
+                ),
+            )
+
     def _released(self, owner: str, currency: str, until: datetime) -> None:
         """What was pending up to ``until`` is available now."""
         self.tx.execute(
@@ -276,7 +356,10 @@ class PayoutsProjection(LedgerProjection):
         " account_id TEXT NOT NULL, currency TEXT NOT NULL, amount BIGINT NOT NULL,"
         " status TEXT NOT NULL,"
         " failure_code TEXT, created BIGINT NOT NULL, updated BIGINT NOT NULL,"
-        " timeline TEXT NOT NULL)",
+        " timeline TEXT NOT NULL,"
+        # Migration 0007: the payout's fees and Stripe's conversion (ledger.payout_fx).
+        " stripe_fee BIGINT, application_fee BIGINT, bank_currency TEXT, bank_amount BIGINT,"
+        " exchange_rate TEXT)",
         "CREATE INDEX IF NOT EXISTS ix_payouts_account ON rm_payouts (account_id, position, id)",
     )
     STATUS: ClassVar[dict[type, str]] = {
@@ -291,6 +374,9 @@ class PayoutsProjection(LedgerProjection):
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Payout.Requested):
             self._requested(domain_event, tracking)
+            return
+        if isinstance(domain_event, Payout.FeeCharged | Payout.Converted):
+            self._priced(domain_event, tracking)
             return
         status = self.STATUS.get(type(domain_event))
         if status is None and not isinstance(domain_event, Payout.Submitted):
@@ -322,6 +408,19 @@ class PayoutsProjection(LedgerProjection):
                 tracking.notification_id,
                 aggregate_id,
             ),
+        )
+
+    def _priced(self, event: Payout.FeeCharged | Payout.Converted, tracking: Tracking) -> None:
+        """The payout's fees, or Stripe's conversion: what else the payout cost and became."""
+        if isinstance(event, Payout.FeeCharged):
+            sets = "stripe_fee = %s, application_fee = %s"
+            values: tuple[Any, ...] = (event.stripe_fee_minor, event.application_fee_minor)
+        else:
+            sets = "bank_currency = %s, bank_amount = %s, exchange_rate = %s"
+            values = (event.bank_currency, event.bank_amount_minor, event.exchange_rate)
+        self.tx.execute(
+            f"UPDATE rm_payouts SET {sets}, position = %s WHERE aggregate_id = %s",
+            (*values, tracking.notification_id, str(event.originator_id)),
         )
 
     def _requested(self, domain_event: Payout.Requested, tracking: Tracking) -> None:
@@ -397,9 +496,13 @@ class RevenueProjection(LedgerProjection):
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         collected = isinstance(domain_event, Payment.ApplicationFeeCollected)
         refunded = isinstance(domain_event, Payment.ApplicationFeeRefunded)
+        # Payout monetization (ledger.payout_fx): the platform's fee on a seller's payout.
+        fee_charged = isinstance(domain_event, Payout.FeeCharged)
+        on_payout = domain_event.application_fee_minor if fee_charged else 0
+        collected = collected or on_payout > 0
         if not (collected or refunded):
             return
-        amount = int(domain_event.amount_minor)
+        amount = on_payout or int(domain_event.amount_minor)
         currency = domain_event.entry_postings()[0].currency
         self.tx.execute(
             "INSERT INTO rm_revenue AS r (day, currency, fees_collected, fees_refunded, count)"
@@ -422,7 +525,7 @@ class RevenueProjection(LedgerProjection):
 
 class AccountsProjection(LedgerProjection):
     name = "accounts"
-    tables = ("rm_accounts", "rm_account_metadata")
+    tables = ("rm_accounts", "rm_account_metadata", requirements.TABLE, risk.TABLE)
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_accounts ("
         " id TEXT PRIMARY KEY, aggregate_id TEXT NOT NULL UNIQUE, position BIGINT NOT NULL,"
@@ -433,6 +536,8 @@ class AccountsProjection(LedgerProjection):
         "CREATE TABLE IF NOT EXISTS rm_account_metadata ("
         " account_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
         " PRIMARY KEY (account_id, key))",
+        requirements.DDL,
+        risk.DDL,
     )
 
     @singledispatchmethod
@@ -453,10 +558,14 @@ class AccountsProjection(LedgerProjection):
             )
         elif isinstance(domain_event, ConnectedAccount.ProfileSet):
             self._profile(domain_event, aggregate_id)
+        elif isinstance(domain_event, ConnectedAccount.RequirementsSet):
+            requirements.record(self.tx, domain_event, aggregate_id)
         elif isinstance(domain_event, ConnectedAccount.Closed):
             self.tx.execute(
                 "UPDATE rm_accounts SET closed = 1 WHERE aggregate_id = %s", (aggregate_id,)
             )
+        else:
+            risk.process(self.tx, domain_event)  # loss liability (projections.risk)
 
     def _opened(self, event: ConnectedAccount.Opened, tracking: Tracking) -> None:
         self.tx.execute(

@@ -100,6 +100,12 @@ def payout(row: dict[str, Any]) -> dict[str, Any]:
         "hold": {"reason_code": last.get("reason_code"), "message": last.get("message")}
         if row["status"] == "held"
         else None,
+        # Fees on the payout and Stripe's conversion (ledger.payout_fx); None: none.
+        "stripe_fee": row.get("stripe_fee"),
+        "application_fee": row.get("application_fee"),
+        "bank_currency": row.get("bank_currency"),
+        "bank_amount": row.get("bank_amount"),
+        "exchange_rate": row.get("exchange_rate"),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from stripe_sandbox.errors import StripeApiError, bad_param, invalid, missing
@@ -116,6 +117,10 @@ def _diff(old: Any, new: Any) -> Any:
 
 
 class AccountsMixin(SandboxCore):
+    # stripe_sandbox.requirements.RequirementsMixin's, in the state's other bases.
+    start_requirements: Callable[[Obj], None]
+    refresh_requirements: Callable[[Obj], None]
+
     def _make_platform(self) -> None:
         settings = self.settings
         schedule = self._schedule(
@@ -241,6 +246,7 @@ class AccountsMixin(SandboxCore):
         self.put(account, self.platform_id)
         if p.has("external_account"):
             self._add_external_account(account, p.data["external_account"], True, emit=False)
+        self.start_requirements(account)  # stripe_sandbox.requirements
         self._refresh_enabled(account)
         return account
 
@@ -549,9 +555,13 @@ class AccountsMixin(SandboxCore):
 
     def _refresh_enabled(self, account: Obj) -> None:
         # Undocumented: no verification is simulated; charges follow the card_payments capability
-        # and payouts need an external account.
+        # and payouts need an external account. Requirements (stripe_sandbox.requirements) past
+        # due, or a disabled account, turn both off.
+        self.refresh_requirements(account)
         account["charges_enabled"] = account["capabilities"].get("card_payments") == "active"
-        account["payouts_enabled"] = bool(account["_external_ids"])
+        account["payouts_enabled"] = (
+            bool(account["_external_ids"]) and account["requirements"]["disabled_reason"] is None
+        )
 
     def default_external_account(self, account: Obj, currency: str) -> Obj | None:
         for bank_id in account["_external_ids"]:

@@ -25,12 +25,17 @@ from starlette.routing import Route
 
 from stripe_sandbox import (
     accounts,
+    captures,
     disputes,
     drift,
     faults,
     payments,
+    payout_reversals,
     payouts,
+    requirements,
+    reserves,
     state,
+    topup_failures,
     transfers,
     webhooks,
 )
@@ -73,10 +78,13 @@ def _api_routes() -> list[ApiRoute]:
     tables = (
         accounts.ROUTES,
         payments.ROUTES,
+        captures.ROUTES,
+        payout_reversals.ROUTES,
         state.ROUTES,
         transfers.ROUTES,
         payouts.ROUTES,
         disputes.ROUTES,
+        reserves.ROUTES,
         webhooks.ROUTES,
     )
     return [
@@ -312,6 +320,12 @@ def _control(state: SandboxState, method: str, path: str, p: Params) -> Any:
         return faults.control(state, method, p)
     if path.startswith("/_sandbox/drift/"):
         return drift.control(state, method, path, p)
+    if path.startswith("/_sandbox/topups/"):
+        return topup_failures.control(state, method, path, p)
+    if path.startswith("/_sandbox/accounts/") and path.endswith("/reserves"):
+        return reserves.control(state, method, path, p)
+    if path.startswith("/_sandbox/accounts/"):
+        return requirements.control(state, method, path, p)
     if route == "POST /_sandbox/reset":
         state.reset()
         return info(state)

@@ -48,6 +48,7 @@ TEST_CARDS = {
         "visa", "9995", "credit", "decline", "insufficient_funds"
     ),
     "pm_card_createDispute": TestCard("visa", "0259", "credit", "dispute"),
+    "pm_card_refundFail": TestCard("visa", "5126", "credit", "succeed"),
 }
 DECLINE_MESSAGES = {
     "generic_decline": "Your card was declined.",
@@ -55,6 +56,8 @@ DECLINE_MESSAGES = {
 }
 # Stripe's minimum charge amounts for a few currencies (docs.stripe.com/currencies).
 # Undocumented: for other currencies the sandbox accepts any positive amount.
+# Undocumented: Stripe fails a pm_card_refundFail refund "some time later"; the sandbox, an hour.
+REFUND_FAILURE_DELAY_S = 3_600
 MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "jpy": 50, "chf": 50}
 PAYMENT_INTENT_PARAMS = (
     "amount",
@@ -80,6 +83,32 @@ PAYMENT_INTENT_PARAMS = (
 )
 CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+REFUND_PARAMS = (
+    "charge",
+    "payment_intent",
+    "amount",
+    "reason",
+    "metadata",
+    "reverse_transfer",
+    "refund_application_fee",
+    "instructions_email",
+)
+REFUND_FAIL_CARD = "pm_card_refundFail"  # its refunds fail later (refund_failures.py)
+
+
+def approved_outcome() -> Obj:
+    """A charge's `outcome` when the card network approved it."""
+    return {
+        "advice_code": None,
+        "network_advice_code": None,
+        "network_decline_code": None,
+        "network_status": "approved_by_network",
+        "reason": None,
+        "risk_level": "normal",
+        "risk_score": 32,
+        "seller_message": "Payment complete.",
+        "type": "authorized",
+    }
 
 
 class PaymentsMixin(SandboxCore):
@@ -93,11 +122,6 @@ class PaymentsMixin(SandboxCore):
         if amount < minimum:
             raise bad_param(
                 f"Amount must be at least {minimum} {currency}", "amount", "amount_too_small"
-            )
-        if p.str("capture_method") == "manual":
-            raise bad_param(
-                "The sandbox captures automatically; capture_method=manual is not supported.",
-                "capture_method",
             )
         direct = not ctx.is_platform
         if direct and not self.objects[ctx.scope]["charges_enabled"]:
@@ -120,7 +144,9 @@ class PaymentsMixin(SandboxCore):
             "canceled_at": None,
             "cancellation_reason": None,
             "capture_method": p.choice(
-                "capture_method", ("automatic", "automatic_async"), default="automatic_async"
+                "capture_method",
+                ("automatic", "automatic_async", "manual"),
+                default="automatic_async",
             ),
             "client_secret": f"{intent_id}_secret_{token(intent_id, 25)}",
             "confirmation_method": "automatic",
@@ -203,6 +229,10 @@ class PaymentsMixin(SandboxCore):
     def cancel_payment_intent(self, ctx: Ctx, intent_id: str, p: Params) -> Obj:
         intent = self.retrieve_payment_intent(ctx, intent_id)
         p.reject_unknown(("cancellation_reason",))
+        if intent["status"] == "requires_capture":  # releases an authorization (captures.py)
+            reasons = ("abandoned", "duplicate", "fraudulent", "requested_by_customer")
+            reason = p.choice("cancellation_reason", reasons)
+            return self.cancel_authorization(intent, reason)  # type: ignore[attr-defined,no-any-return]
         if intent["status"] not in (*CONFIRMABLE, "requires_action"):
             raise invalid(
                 f"You cannot cancel this PaymentIntent because it has a status of "
@@ -251,18 +281,7 @@ class PaymentsMixin(SandboxCore):
     # --- Refunds ---------------------------------------------------------------------------------
 
     def create_refund(self, ctx: Ctx, p: Params) -> Obj:
-        p.reject_unknown(
-            (
-                "charge",
-                "payment_intent",
-                "amount",
-                "reason",
-                "metadata",
-                "reverse_transfer",
-                "refund_application_fee",
-                "instructions_email",
-            )
-        )
+        p.reject_unknown(REFUND_PARAMS)
         charge = self._refundable_charge(ctx, p)
         remaining = charge["amount_captured"] - charge["amount_refunded"]
         if remaining == 0:
@@ -315,6 +334,8 @@ class PaymentsMixin(SandboxCore):
         charge["_refund_ids"].append(refund_id)
         self.emit("refund.created", refund, owner)
         self.emit("charge.refunded", charge, owner)
+        if charge["payment_method"] == REFUND_FAIL_CARD:
+            self.schedule(self.clock.now() + REFUND_FAILURE_DELAY_S, "fail_refund", refund_id)
         if reverse:
             transfer = self.objects[charge["transfer"]]
             left = transfer["amount"] - transfer["amount_reversed"]
@@ -689,6 +710,9 @@ class PaymentsMixin(SandboxCore):
         intent["payment_method"] = method
         if card.outcome == "decline":
             self._decline(intent, method, card)
+        if intent["capture_method"] == "manual":  # a hold: captured later (captures.py)
+            self.authorize_payment(intent, method, card)  # type: ignore[attr-defined]
+            return intent
         self._capture(intent, method, card)
         return intent
 
@@ -798,9 +822,13 @@ class PaymentsMixin(SandboxCore):
             },
         )
 
-    def _capture(self, intent: Obj, method: str, card: TestCard) -> None:
+    def _capture(
+        self, intent: Obj, method: str, card: TestCard, captured: tuple[Obj, int] | None = None
+    ) -> None:
+        """Books a capture; `captured`: an authorized charge and the amount captured of it."""
         owner = intent["_owner"]
-        amount, currency = intent["amount"], intent["currency"]
+        amount = intent["amount"] if captured is None else captured[1]
+        currency = intent["currency"]
         direct = owner != self.platform_id
         settles_on = intent["on_behalf_of"] or owner
         available_on = self.settle_at(
@@ -809,7 +837,7 @@ class PaymentsMixin(SandboxCore):
         stripe_fee = self.settings.processing_fee(amount, currency)
         app_fee = intent["application_fee_amount"]
         platform_pays = direct and self._platform_pays_fees(owner)
-        charge = self._new_charge(intent, method, card)
+        charge = self._new_charge(intent, method, card) if captured is None else captured[0]
         fees = []
         if not platform_pays:
             fees.append(fee_detail(stripe_fee, currency, "stripe_fee", "Stripe processing fees"))
@@ -828,21 +856,9 @@ class PaymentsMixin(SandboxCore):
             available_on=available_on,
             fee_details=fees,
         )
-        charge.update(
-            balance_transaction=bt["id"],
-            outcome={
-                "advice_code": None,
-                "network_advice_code": None,
-                "network_decline_code": None,
-                "network_status": "approved_by_network",
-                "reason": None,
-                "risk_level": "normal",
-                "risk_score": 32,
-                "seller_message": "Payment complete.",
-                "type": "authorized",
-            },
-        )
-        self.put(charge, owner)
+        charge.update(balance_transaction=bt["id"], outcome=approved_outcome())
+        if captured is None:
+            self.put(charge, owner)
         if platform_pays:
             # Undocumented: Stripe bills a platform that pays fees for direct charges later; the
             # sandbox books that `stripe_fee` on the platform at once.
@@ -871,7 +887,7 @@ class PaymentsMixin(SandboxCore):
             charge["transfer"] = transfer["id"]
         if app_fee:
             fee = self._application_fee(charge, transfer, app_fee, available_on)
-        self.emit("charge.succeeded", charge, owner)
+        self.emit("charge.succeeded" if captured is None else "charge.captured", charge, owner)
         self.emit("payment_intent.succeeded", intent, owner)
         if transfer is not None:
             self.emit("transfer.created", transfer, self.platform_id)

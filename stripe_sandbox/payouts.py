@@ -14,6 +14,7 @@ import calendar
 from datetime import UTC, datetime
 
 from stripe_sandbox.accounts import (
+    COUNTRY_CURRENCIES,
     PAYOUT_FAILURE_ACCOUNTS,
     PAYOUT_PAID_THEN_FAILED_ACCOUNTS,
     WEEKDAYS,
@@ -21,7 +22,17 @@ from stripe_sandbox.accounts import (
 from stripe_sandbox.clock import day_start
 from stripe_sandbox.errors import insufficient_funds, invalid, missing
 from stripe_sandbox.forms import Params, merge_metadata
+from stripe_sandbox.fx import conversion_bank, convert_payout
 from stripe_sandbox.ids import token
+from stripe_sandbox.instant import (
+    INSTANT_ARRIVAL_S,
+    application_fee_details,
+    check_instant_destination,
+    collect_payout_application_fee,
+    instant_fee_details,
+    instant_fee_minor,
+    returned_fee_details,
+)
 from stripe_sandbox.settings import DAY_S
 from stripe_sandbox.store import (
     SOURCE_TYPES,
@@ -72,21 +83,22 @@ class PayoutsMixin(SandboxCore):
         account = self.objects[ctx.scope]
         amount = p.amount() or 0
         currency = p.currency() or ""
-        if p.choice("method", ("standard", "instant"), default="standard") == "instant":
-            raise invalid(
-                "The sandbox does not simulate Instant Payouts.",
-                param="method",
-                code="instant_payouts_unsupported",
-            )
+        method = p.choice("method", ("standard", "instant"), default="standard") or "standard"
         source_type = p.choice("source_type", SOURCE_TYPES, default="card") or "card"
         bank = self._payout_destination(account, p.str("destination"), currency)
+        fee = 0
+        if method == "instant":  # stripe_sandbox.instant
+            check_instant_destination(bank, currency)
+            fee = instant_fee_minor(amount, self.settings.instant_payout_fee_bps)
+        pricing = self.settings.payout_platform_fees.get(method)  # payout monetization
+        platform_fee = pricing.fee_minor(amount) if pricing is not None else 0
         if not account["payouts_enabled"]:
             raise invalid(
                 f"Payouts are not enabled for account {account['id']}.",
                 code="payouts_not_allowed",
             )
         available = self.available(account["id"], currency, source_type)
-        if available < amount:
+        if available < amount + fee + platform_fee:
             raise insufficient_funds(
                 f"You have insufficient funds in your Stripe account for this payout: the "
                 f"available {source_type} balance is {available} {currency}."
@@ -101,6 +113,9 @@ class PayoutsMixin(SandboxCore):
             description=p.str("description"),
             metadata=merge_metadata({}, p.metadata()),
             statement_descriptor=p.str("statement_descriptor"),
+            method=method,
+            fee=fee,
+            platform_fee=platform_fee,
         )
 
     def retrieve_payout(self, ctx: Ctx, payout_id: str) -> Obj:
@@ -158,6 +173,9 @@ class PayoutsMixin(SandboxCore):
         description: str | None = None,
         metadata: dict[str, str] | None = None,
         statement_descriptor: str | None = None,
+        method: str = "standard",
+        fee: int = 0,
+        platform_fee: int = 0,
     ) -> Obj:
         payout_id = self.ids.new("po_")
         bt = self.book(
@@ -167,10 +185,13 @@ class PayoutsMixin(SandboxCore):
             currency=currency,
             source=payout_id,
             source_type=source_type,
+            fee_details=instant_fee_details(fee, currency)
+            + application_fee_details(platform_fee, currency, self.application_id),
         )
+        # Cross-border: Stripe converts; the payout is what reaches the bank (stripe_sandbox.fx).
+        amount, currency = convert_payout(bt, bank["currency"], self.settings.fx_rates)
         now = self.clock.now()
-        # Undocumented: arrival is whole days after the creation day, without a bank calendar.
-        arrival = max(now, day_start(now) + self.settings.payout_transit_days * DAY_S)
+        arrival = self._arrival(now, method)
         payout = {
             "id": payout_id,
             "object": "payout",
@@ -189,7 +210,7 @@ class PayoutsMixin(SandboxCore):
             "failure_message": None,
             "livemode": False,
             "metadata": metadata or {},
-            "method": "standard",
+            "method": method,
             "original_payout": None,
             "payout_method": None,
             "reconciliation_status": "in_progress" if automatic else "not_applicable",
@@ -201,11 +222,19 @@ class PayoutsMixin(SandboxCore):
             "type": "bank_account",
         }
         self.put(payout, account_id)
+        if platform_fee:
+            collect_payout_application_fee(self, payout, account_id, platform_fee)
         submit_at = min(now + self.settings.payout_submit_delay_s, arrival)
         self.schedule(submit_at, "payout_in_transit", payout_id)
         self.schedule(arrival, "payout_arrive", payout_id)
         self.emit("payout.created", payout, account_id)
         return payout
+
+    def _arrival(self, now: int, method: str) -> int:
+        if method == "instant":
+            return now + INSTANT_ARRIVAL_S  # stripe_sandbox.instant
+        # Undocumented: arrival is whole days after the creation day, without a bank calendar.
+        return max(now, day_start(now) + self.settings.payout_transit_days * DAY_S)
 
     def fail_payout(self, payout: Obj, failure_code: str) -> Obj:
         """Fails a pending, in-transit or paid payout; the funds come back as `payout_failure`."""
@@ -229,14 +258,17 @@ class PayoutsMixin(SandboxCore):
 
     def _return_funds(self, payout: Obj, status: str, bt_type: str) -> None:
         old = payout["status"]
+        taken = self.objects[payout["balance_transaction"]]  # converted: the balance's side
         bt = self.book(
             payout["_owner"],
             type_=bt_type,
-            amount=payout["amount"],
-            currency=payout["currency"],
+            amount=-taken["amount"],
+            currency=taken["currency"],
             source=payout["id"],
             source_type=payout["source_type"],
+            fee_details=returned_fee_details(taken["fee_details"]),
         )
+        bt["exchange_rate"] = taken["exchange_rate"]
         payout["status"] = status
         payout["failure_balance_transaction"] = bt["id"]
         self._emit_status(payout, old)
@@ -295,13 +327,17 @@ class PayoutsMixin(SandboxCore):
         for account in self.stored(self.platform_id, "account"):
             if not _is_payout_day(account["settings"]["payouts"]["schedule"], day):
                 continue
+            if account["requirements"]["disabled_reason"] is not None:
+                continue  # a disabled account is not paid out (stripe_sandbox.requirements)
             unswept: dict[tuple[str, str], list[Obj]] = {}
             for bt in self.stored(account["id"], "balance_transaction"):
                 if bt["_payout"] is None and bt["available_on"] <= day:
                     unswept.setdefault((bt["currency"], bt["_source_type"]), []).append(bt)
             for (currency, source_type), bts in sorted(unswept.items()):
                 amount = sum(bt["net"] for bt in bts)
-                bank = self.default_external_account(account, currency)
+                bank = self.default_external_account(account, currency) or self._converting_bank(
+                    account, currency
+                )
                 if amount <= 0 or bank is None or bank["status"] == "errored":
                     continue
                 payout = self.make_payout(
@@ -328,13 +364,23 @@ class PayoutsMixin(SandboxCore):
                     param="destination",
                 )
             return bank
-        default = self.default_external_account(account, currency)
+        default = self.default_external_account(account, currency) or self._converting_bank(
+            account, currency
+        )
         if default is None:
             raise invalid(
                 f"You don't have any external accounts in that currency ({currency}).",
                 param="currency",
             )
         return default
+
+    def _converting_bank(self, account: Obj, currency: str) -> Obj | None:
+        """Cross-border: the bank a payout in `currency` converts to, if a rate is set."""
+        # Undocumented: which bank a converted payout goes to (stripe_sandbox.fx).
+        banks = [self.objects[bank_id] for bank_id in account["_external_ids"]]
+        country_currency = COUNTRY_CURRENCIES.get(account["country"], account["default_currency"])
+        found = conversion_bank(banks, currency, country_currency, self.settings.fx_rates)
+        return found[0] if found is not None else None
 
     # --- top-ups ---------------------------------------------------------------------------------
 

@@ -33,6 +33,15 @@ defaults where Stripe publishes them and a marked choice where it does not.
 | `webhook_delivery` | "background" | "background": a thread sends due events; "manual": |
 |  |  | only `flush` and `advance` send |
 | `idempotency_key_ttl_s` | 86400 | keys are forgotten after this long in sandbox time |
+| `instant_payout_fee_bps` | 100 | Stripe's fee on an Instant Payout (1% in the US; |
+|  |  | `stripe_sandbox.instant`), on the payout's balance transaction |
+| `payout_platform_fees` | {} | the platform's fee on its sellers' payouts per method |
+|  |  | (`"instant=100+0,standard=0+25"`; Stripe's platform pricing tools, collected as an |
+|  |  | application fee; `stripe_sandbox.instant`) |
+| `fx_rates` | {} | fixed exchange rates a payout converts at (`"usd:eur=0.9238,…"`, one |
+|  |  | unit of the first is that many of the second; `stripe_sandbox.fx`); none: refused |
+| `onboarding_required` | False | new accounts start with requirements due (disabled) until |
+|  |  | onboarded (`stripe_sandbox.requirements`); False: enabled at once |
 | `chaos` | none | webhook chaos from the start (and after a reset): `Chaos(duplicate,` |
 |  |  | `duplicate_count, reorder, delay_seconds, seed)`; `POST /_sandbox/webhooks/chaos` |
 |  |  | changes it while running |
@@ -71,6 +80,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from stripe_sandbox.fx import check_fx_rates, parse_fx_rates
 
 API_VERSION = "2026-10-28.endive"  # what stripe-python 16.1.0 pins (stripe.api_version)
 START_TIME = 1_793_577_600  # 2026-11-02T00:00:00Z, a Monday
@@ -197,6 +208,7 @@ OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
     "tuple[int, ...]": _parse_ints,
     "tuple[str, ...] | None": _parse_currencies,
     "Chaos": Chaos.parse,
+    "Mapping[str, str]": parse_fx_rates,
 }
 
 
@@ -215,6 +227,7 @@ TABLE_PARSERS: dict[str, Callable[[Any], Any]] = {
     "tuple[int, ...]": lambda v: tuple(int(n) for n in v),
     "tuple[str, ...] | None": lambda v: tuple(str(c).strip().lower() for c in v),
     "Chaos": lambda v: Chaos.from_mapping(v) if isinstance(v, dict) else v,
+    "Mapping[str, str]": lambda v: check_fx_rates(v) if isinstance(v, dict) else v,
 }
 # What each field must hold once read (a bool is no int here: TOML tells them apart).
 EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
@@ -226,6 +239,7 @@ EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
     "FeeRule": (FeeRule,),
     "Mapping[str, FeeRule]": (Mapping,),
     "Mapping[str, int]": (Mapping,),
+    "Mapping[str, str]": (Mapping,),
     "tuple[int, ...]": (tuple,),
     "tuple[str, ...] | None": (tuple, type(None)),
 }
@@ -261,6 +275,7 @@ NON_NEGATIVE_FIELDS = (
     "payout_paid_then_failed_delay_s",
     "topup_availability_days",
     "idempotency_key_ttl_s",
+    "instant_payout_fee_bps",
 )
 
 
@@ -304,6 +319,10 @@ class SandboxSettings:
     webhook_timeout_s: float = 5.0
     webhook_delivery: str = "background"
     idempotency_key_ttl_s: int = DAY_S
+    fx_rates: Mapping[str, str] = field(default_factory=dict)  # stripe_sandbox.fx
+    instant_payout_fee_bps: int = 100  # stripe_sandbox.instant
+    payout_platform_fees: Mapping[str, FeeRule] = field(default_factory=dict)
+    onboarding_required: bool = False
     chaos: Chaos = Chaos()  # the webhook chaos a start (and a reset) begins with
 
     def __post_init__(self) -> None:
@@ -324,7 +343,13 @@ class SandboxSettings:
         for name in NON_NEGATIVE_FIELDS:
             if getattr(self, name) < 0:
                 raise SettingError(name, "cannot be negative")
-        fee_rules = [*self.processing_fees.values(), self.fallback_processing_fee]
+        if not set(self.payout_platform_fees) <= {"standard", "instant"}:
+            raise SettingError("payout_platform_fees", "per method: standard, instant")
+        fee_rules = [
+            *self.processing_fees.values(),
+            self.fallback_processing_fee,
+            *self.payout_platform_fees.values(),
+        ]
         if any(rule.percent_bps < 0 or rule.fixed_minor < 0 for rule in fee_rules):
             raise SettingError("processing_fees", "fees cannot be negative")
         if any(fee < 0 for fee in self.dispute_fees.values()):
@@ -334,6 +359,10 @@ class SandboxSettings:
             raise SettingError(
                 "platform_currency", "currencies are three lowercase letters (ISO 4217), e.g. usd"
             )
+        try:
+            check_fx_rates(self.fx_rates)
+        except ValueError as error:
+            raise SettingError("fx_rates", str(error)) from None
         if not re.fullmatch(r"[A-Z]{2}", self.platform_country):
             raise SettingError("platform_country", "two uppercase letters (ISO 3166), e.g. US")
 

@@ -9,15 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from stripe_sandbox.accounts import AccountsMixin
+from stripe_sandbox.captures import CapturesMixin
 from stripe_sandbox.clock import day_start
 from stripe_sandbox.disputes import DisputesMixin
 from stripe_sandbox.errors import bad_param, missing
 from stripe_sandbox.faults import Faults
 from stripe_sandbox.forms import Params
 from stripe_sandbox.payments import PaymentsMixin
+from stripe_sandbox.payout_reversals import PayoutReversalsMixin
 from stripe_sandbox.payouts import PayoutsMixin
+from stripe_sandbox.refund_failures import RefundFailuresMixin
+from stripe_sandbox.requirements import RequirementsMixin
+from stripe_sandbox.reserves import ReservesMixin
 from stripe_sandbox.settings import DAY_S, SandboxSettings
 from stripe_sandbox.store import Ctx, Handler, Obj
+from stripe_sandbox.topup_failures import TopupFailuresMixin
 from stripe_sandbox.transfers import TransfersMixin
 from stripe_sandbox.webhooks import Outgoing, WebhooksMixin, post
 
@@ -26,6 +32,12 @@ ADVANCE_STEPS_MAX = 100_000
 
 class SandboxState(
     AccountsMixin,
+    RequirementsMixin,
+    ReservesMixin,
+    CapturesMixin,
+    RefundFailuresMixin,
+    TopupFailuresMixin,
+    PayoutReversalsMixin,
     PaymentsMixin,
     TransfersMixin,
     PayoutsMixin,

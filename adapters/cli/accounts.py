@@ -119,7 +119,7 @@ def accounts_cmd(
     if fmt != "table":
         _emit(to_json(rows) + "\n" if fmt == "json" else to_csv(rows), output)
         return
-    columns = ["id", "name", "email", "country", "charges", "payouts", "metadata"]
+    columns = ["id", "name", "email", "country", "charges", "payouts", "due", "metadata"]
     table = [
         [
             r["id"],
@@ -128,11 +128,21 @@ def accounts_cmd(
             r["country"],
             "yes" if r["charges_enabled"] else "no",
             "yes" if r["payouts_enabled"] else "no",
+            _due(r["requirements"]),
             " ".join(f"{k}={v}" for k, v in sorted(r["metadata"].items())),
         ]
         for r in rows
     ]
     console.print(_table(f"Accounts ({len(rows)})", columns, table))
+
+
+def _due(requirements: dict[str, Any]) -> str:
+    """What Stripe still needs, in one cell: why it disabled the account, else the fields due."""
+    if requirements["disabled_reason"]:
+        return (
+            f"disabled: {requirements['disabled_reason']} ({', '.join(requirements['past_due'])})"
+        )
+    return ", ".join(requirements["currently_due"])
 
 
 @commands.command("tax-report")
@@ -178,3 +188,43 @@ def tax_report_cmd(
     ]
     columns = ["account", "name", "currency", "gross volume", "refunds", "payments"]
     console.print(_table(f"Tax report {year}", columns, rows, right=3))
+
+
+@commands.command("risk")
+def risk_cmd(
+    account: Annotated[
+        str | None, typer.Option(help="one account (default: every connected account)")
+    ] = None,
+    fmt: Format = "table",
+    output: Output = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The platform's exposure per seller: each connected account's available and reserved
+    funds, who covers a negative balance (Stripe's controller.losses.payments) and what the
+    platform would owe (projections.risk)."""
+    from projections.risk import exposure
+
+    _check_format(fmt)
+    _, ledger, view = _open(database_url)
+    _require_account(ledger, account)
+    found = exposure(view, account)
+    if fmt != "table":
+        rows = found["data"]
+        _emit(to_json(found) + "\n" if fmt == "json" else to_csv(rows), output)
+        return
+    table = [
+        [
+            r["account"],
+            r["currency"],
+            r["losses_covered_by"] or "unknown",
+            format_minor(r["available"], r["currency"]),
+            format_minor(r["reserved"], r["currency"]),
+            format_minor(r["platform_exposure"], r["currency"]),
+        ]
+        for r in found["data"]
+    ]
+    columns = ["account", "currency", "losses covered by", "available", "reserved", "exposure"]
+    console.print(_table("Platform exposure per seller", columns, table, right=3))
+    for total in found["total_platform_exposure"]:
+        amount = format_minor(total["amount"], total["currency"])
+        console.print(f"total exposure {total['currency']}: {amount}")

@@ -73,6 +73,12 @@ def demo(
         console.print(f"balances match the journal: {'yes' if mirror_ok else 'no'}")
         print(f"ledger balanced: {'yes' if balanced and mirror_ok else 'no'}")
         _print_payouts(ledger, run.payouts)
+        for line in run.reserves:  # a reserve held, then released on its date
+            console.print(line)
+        for line in run.holds:  # a payment held, then captured for less
+            console.print(line)
+        for line in run.instant:  # an Instant Payout with Stripe's fee and the platform's
+            console.print(line)
         _print_agreement(run.agreement)
         print(f"stripe and ledger agree: {'yes' if run.agree else 'no'}")
         applied = projector(ledger, settings).run_once()

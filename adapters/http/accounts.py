@@ -23,7 +23,7 @@ Ctx = Annotated[Sluice, Depends(ctx)]
 METADATA_PARAM = re.compile(r"^metadata\[([^\[\]]{1,40})\]$")
 ACCOUNT_COLUMNS = (
     "id object kind name email metadata country default_currency verification_status"
-    " charges_enabled payouts_enabled created closed".split()
+    " charges_enabled payouts_enabled created closed requirements".split()
 )
 
 

@@ -75,6 +75,11 @@ POLICY: dict[str, Access] = {
     "close_dispute": _WRITE,
     "release_balance": _WRITE,
     "create_topup": _WRITE,
+    # API keys: admin only (the secret of a new key is shown once).
+    "list_api_keys": _access(ADMIN),
+    "create_api_key": _access(ADMIN),
+    "revoke_api_key": _access(ADMIN),
+    "rotate_api_key": _access(ADMIN),
     # Queries: admin, finance, auditor; account keys for their own account.
     "list_accounts": _access(*_QUERY, ACCOUNT, scope="query"),  # an account key: its own
     "retrieve_tax_report": _access(*_QUERY, ACCOUNT, scope="query"),
@@ -90,6 +95,8 @@ POLICY: dict[str, Access] = {
     "list_reconciliation_breaks": _access(*_QUERY),
     "reconciliation_balances": _access(*_QUERY),
     "reconciliation_clearing": _access(*_QUERY),
+    # Risk: the platform's exposure per seller (issue 17).
+    "retrieve_risk_exposure": _access(*_QUERY),
     # Audit: admin and auditor.
     "audit_balances": _access(ADMIN, AUDITOR),
     "audit_events": _access(ADMIN, AUDITOR),

@@ -227,6 +227,19 @@ class AccountSettingsOut(Reply):
     payouts: PayoutSettingsOut
 
 
+class RequirementsOut(Reply):
+    """What Stripe still needs from the account (its ``requirements``, as last reported)."""
+
+    currently_due: list[str] = Field(description="fields due now (by current_deadline)")
+    past_due: list[str] = Field(description="fields past their deadline: the account is disabled")
+    eventually_due: list[str] = Field(description="fields due once thresholds are reached")
+    disabled_reason: str | None = Field(description="why Stripe disabled the account, if it did")
+    current_deadline: int | None = Field(description="when currently_due is due, unix seconds")
+    payouts_paused: str | None = Field(
+        description="why Sluice does not pay the account out because of them (null: it does)"
+    )
+
+
 class AccountSummary(Reply):
     id: str = Field(description="acct_…")
     object: Literal["account"]
@@ -244,12 +257,14 @@ class AccountSummary(Reply):
 
 class AccountListed(AccountSummary):
     created: int = Field(description="when it was opened, unix seconds")
+    requirements: RequirementsOut | None = None
 
 
 class Account(AccountSummary):
     capabilities: dict[str, Literal["active", "inactive", "pending", "unrequested"]]
     settings: AccountSettingsOut
     livemode: bool
+    requirements: RequirementsOut | None = None
 
 
 class AccountList(ListReply):
@@ -320,6 +335,13 @@ class Payout(Reply):
     updated: int
     timeline: list[TimelineStep]
     hold: PayoutHold | None = None
+    stripe_fee: int | None = Field(None, description="Stripe's fee on the payout (instant)")
+    application_fee: int | None = Field(
+        None, description="the platform's fee on the payout (payout monetization)"
+    )
+    bank_currency: str | None = Field(None, description="converted: the bank's currency")
+    bank_amount: int | None = Field(None, description="converted: what reached the bank")
+    exchange_rate: str | None = Field(None, description="converted: Stripe's rate, decimal")
 
 
 class PayoutList(ListReply):
@@ -535,6 +557,47 @@ class SellerSummaryList(Reply):
     has_more: bool = Field(description="always false: a report is one page")
 
 
+class ApiKeyCreate(Body):
+    role: Annotated[str, Field(min_length=1, max_length=80, pattern=ID_PATTERN)] = Field(
+        description="admin, finance, auditor or account:<acct_id>"
+    )
+    label: Text | None = Field(default=None, description="who or what the key is for")
+
+
+class ApiKeyRotate(Body):
+    grace: int = Field(
+        default=0,
+        ge=0,
+        le=30 * 86_400,
+        description="seconds the old key keeps working (0: it stops now); at most 30 days",
+    )
+
+
+class ApiKey(Reply):
+    """An API key as listed: never the key itself, nor its hash."""
+
+    object: Literal["api_key"]
+    id: str
+    role: str = Field(description="admin, finance, auditor or account:<acct_id>")
+    label: str | None
+    created: int = Field(description="unix seconds")
+    revoked: int | None = Field(
+        description="when it stops (or stopped) working, unix seconds; in the future during a"
+        " rotation's grace"
+    )
+    replaced_by: str | None = Field(description="the key that replaced it in a rotation")
+    state: Literal["active", "grace", "revoked"]
+
+
+class ApiKeyCreated(ApiKey):
+    secret: str = Field(description="the key itself, shown this once: only its hash is stored")
+    replaces: str | None = Field(description="the rotated key this one replaces")
+
+
+class ApiKeyList(ListReply):
+    data: list[ApiKey]
+
+
 RESPONSES: dict[str, type[BaseModel]] = {
     "healthz": Health,
     "readyz": Ready,
@@ -568,4 +631,8 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "close_dispute": DisputeWritten,
     "release_balance": BalanceReleased,
     "create_topup": TopupWritten,
+    "list_api_keys": ApiKeyList,
+    "create_api_key": ApiKeyCreated,
+    "revoke_api_key": ApiKey,
+    "rotate_api_key": ApiKeyCreated,
 }

@@ -26,9 +26,10 @@ from datetime import datetime
 from typing import Any
 
 from adapters.settings import Settings
-from adapters.stripe import inbox, translate
+from adapters.stripe import failures, holds, inbox, onboarding, reserves, translate
 from adapters.stripe.errors import HOLD
 from adapters.stripe.gateway import GatewayError, StripeGateway
+from adapters.stripe.payout_fx import external_accounts_reported, payout_facts
 from adapters.stripe.routing import Router
 from adapters.stripe.translate import SPLIT_METADATA_KEY
 from ledger import commands as c
@@ -49,14 +50,12 @@ NOTHING_TO_FOLD = frozenset(
         "payment_intent.created",
         "payment_intent.processing",
         "payment_intent.requires_action",
-        "payment_intent.canceled",
         "payment_intent.payment_failed",
         "charge.failed",
         "charge.pending",
         "charge.updated",
         "balance.pending",
         "payout.reconciliation_completed",
-        "topup.reversed",
         "webhook_endpoint.updated",
     }
 )
@@ -130,7 +129,14 @@ class Folder:
             "balance.available": self._balance_available,
             "topup.created": self._topup_event,
             "topup.succeeded": self._topup_event,
+            "reserve.hold.created": self._reserve_event,
+            "reserve.hold.updated": self._reserve_event,
+            "reserve.release.created": self._reserve_event,
         }
+        # Authorization holds (manual capture) and their charges: adapters/stripe/holds.py.
+        self.handlers.update(holds.handlers(self))
+        # Refunds that fail after Stripe reported them: adapters/stripe/failures.py.
+        self.handlers.update(failures.handlers(self))
 
     # The inbox pass ---------------------------------------------------------------------------
 
@@ -261,6 +267,27 @@ class Folder:
             )
         )
         self._sync_profile(account_id, acct, created)
+        # External accounts per currency: where payouts in each go (adapters.stripe.payout_fx).
+        banks = external_accounts_reported(
+            account_id, acct, self.ledger.get_account(account_id), created
+        )
+        if banks is not None:
+            self._record(banks)
+        self._sync_requirements_and_liability(account_id, acct, created)
+
+    def _sync_requirements_and_liability(
+        self, account_id: str, acct: dict[str, Any], created: datetime
+    ) -> None:
+        """Onboarding requirements (adapters.stripe.onboarding) and who covers the account's
+        losses (adapters.stripe.reserves), as Stripe holds them; recorded when they changed."""
+        current = self.ledger.get_account(account_id)
+        known = getattr(current, "requirements", None)
+        change = onboarding.requirements_change(account_id, known, acct, created)
+        if change is not None:
+            self._run(change)
+        liability = reserves.liability_change(self.ledger, account_id, acct)
+        if liability is not None:
+            self._run(liability)
 
     def _sync_profile(self, account_id: str, acct: dict[str, Any], created: datetime) -> None:
         """Name, email and metadata as Stripe holds them; recorded only when they changed (the
@@ -452,6 +479,8 @@ class Folder:
 
     def _application_fee_event(self, obj: dict[str, Any], account: str | None) -> None:
         fee = self.gateway.retrieve("application_fee", str(obj["id"])).data
+        if (fee.get("fee_source") or {}).get("type") == "payout":
+            return  # a payout's fee: folded with the payout (adapters.stripe.payout_fx)
         charge_id = str(fee.get("originating_transaction") or fee["charge"])
         direct_on = (
             None if fee.get("originating_transaction") else self._stripe_account(fee.get("account"))
@@ -490,8 +519,13 @@ class Folder:
         payout_id = (payout.get("metadata") or {}).get(SLUICE_PAYOUT_METADATA_KEY) or payout["id"]
         at = _at(payout.get("created"))
         recorded = self.ledger.get_payout(str(payout_id))
-        if recorded is None:  # Stripe paid out on its own (automatic payouts)
-            self._record(translate.payout_created(payout, str(payout_id), holder))
+        # Created (automatic payouts) and converted (cross-border): adapters.stripe.payout_fx.
+        missing = payout_facts(
+            self.gateway, payout, str(payout_id), holder, recorded, account, self.platform
+        )
+        for fact in missing:
+            self._record(fact)
+        if missing:
             recorded = self.ledger.get_payout(str(payout_id))
         target = str(payout["status"])
         if recorded is None or target not in PAYOUT_RANK:
@@ -533,6 +567,15 @@ class Folder:
             txn = self.gateway.retrieve("balance_transaction", str(returned), account=account).data
             return _at(txn["created"])
         return _at(obj.get("created") or payout.get("created"))
+
+    # Reserves ---------------------------------------------------------------------------------
+
+    def _reserve_event(self, obj: dict[str, Any], account: str | None) -> None:
+        """A hold and its releases, as their balance transactions say (adapters.stripe.reserves)."""
+        try:
+            reserves.fold_reserve(self, obj, account)
+        except reserves.NotAReserve as why:
+            raise Ignored(str(why)) from None
 
     # Balance and top-ups ------------------------------------------------------------------------
 

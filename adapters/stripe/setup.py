@@ -57,10 +57,14 @@ _EITHER_SIDE_EVENTS = frozenset(
     {
         "charge.succeeded",
         "charge.captured",
+        "charge.expired",
         "payment_intent.succeeded",
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.canceled",
         "charge.refunded",
         "refund.created",
         "refund.updated",
+        "refund.failed",
         "charge.refund.updated",
         "charge.dispute.created",
         "charge.dispute.funds_withdrawn",
@@ -73,6 +77,10 @@ _EITHER_SIDE_EVENTS = frozenset(
         "payout.failed",
         "payout.canceled",
         "balance.available",
+        # Reserves Stripe holds on a balance and releases (adapters/stripe/reserves.py).
+        "reserve.hold.created",
+        "reserve.hold.updated",
+        "reserve.release.created",
     }
 )
 # Only the platform has these: its transfers to sellers, the fees it collects, its top-ups.
@@ -86,6 +94,8 @@ _PLATFORM_ONLY_EVENTS = frozenset(
         "application_fee.refund.updated",
         "topup.created",
         "topup.succeeded",
+        "topup.failed",
+        "topup.reversed",
     }
 )
 PLATFORM_EVENT_TYPES: tuple[str, ...] = tuple(sorted(_EITHER_SIDE_EVENTS | _PLATFORM_ONLY_EVENTS))

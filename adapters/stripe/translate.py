@@ -64,11 +64,13 @@ def charge_succeeded(
     transfer_amount = transfer_data.get("amount")
     return facts.ChargeSucceeded(
         idempotency_key=f"stripe:charge:{charge['id']}",
-        effective_at=at(charge["created"]),
+        # A held charge is booked when Stripe captured it (its balance transaction), for what
+        # it captured; other charges are captured as they are made.
+        effective_at=at(max(int(charge["created"]), int(txn.get("created") or 0))),
         payment_id=str(charge["id"]),
         charge_type=kind,
         currency=str(charge["currency"]),
-        amount_minor=int(charge["amount"]),
+        amount_minor=int(charge.get("amount_captured") or charge["amount"]),
         stripe_fee_minor=stripe_fee(txn),
         application_fee_minor=(
             int(charge.get("application_fee_amount") or 0) if kind != "separate" else 0

@@ -1256,6 +1256,10 @@ OPTION_STRINGS: dict[str, tuple[str, Any]] = {
     "webhook_timeout_s": ("2.5", 2.5),
     "webhook_delivery": ("manual", "manual"),
     "idempotency_key_ttl_s": ("3600", 3600),
+    "onboarding_required": ("true", True),
+    "fx_rates": ("usd:eur=0.9238,eur:usd=1.0825", {"usd:eur": "0.9238", "eur:usd": "1.0825"}),
+    "instant_payout_fee_bps": ("150", 150),
+    "payout_platform_fees": ("instant=100+0", {"instant": FeeRule(100, 0)}),
     "chaos": ("duplicate=0.5,reorder=true", Chaos(duplicate=0.5, reorder=True)),
 }
 
@@ -1279,6 +1283,10 @@ def test_every_setting_can_be_given_as_a_command_line_string() -> None:
         {"platform_settlement_currencies": ("USD",)},
         {"platform_country": "us"},
         {"webhook_timeout_s": 0},
+        {"fx_rates": {"usd:usd": "1"}},
+        {"fx_rates": {"usd:eur": "-0.9"}},
+        {"instant_payout_fee_bps": -1},
+        {"payout_platform_fees": {"weekly": FeeRule(0, 25)}},
     ],
 )
 def test_settings_refuse_values_the_sandbox_cannot_work_with(bad: dict[str, Any]) -> None:

@@ -52,20 +52,23 @@ from hypothesis.stateful import (
 )
 
 from ledger import commands as c
+from ledger import holds, risk
 from ledger.accounts import ConnectedAccount
 from ledger.application import CommandResult, Ledger
 from ledger.balances import Balance
 from ledger.errors import (
     ConcurrencyError,
     IdempotencyConflictError,
+    InsufficientFundsError,
     InvalidTransitionError,
     SluiceError,
 )
 from ledger.events import JournalEvent
 from ledger.ids import balance_aggregate_id
-from ledger.journal import AVAILABLE
+from ledger.journal import AUTHORIZED, AVAILABLE, BALANCE_BOOKS, FX, RESERVED
 from ledger.money import AMOUNT_MINOR_MAX
 from ledger.payments import Payment
+from ledger.payout_fx import PayoutConverted
 from ledger.payouts import (
     CANCELED,
     FAILED,
@@ -198,6 +201,8 @@ class LedgerMachine(RuleBasedStateMachine):
         }
         self.payout_model: dict[str, list[str]] = {}
         self.submitted: dict[str, str] = {}  # payout id → Stripe's po_ id
+        # Authorization holds: payment id → [account, currency, amount, expires_at, status].
+        self.hold_model: dict[str, list[Any]] = {}
         # What exists, and what the events say, as they are recorded: the independent side.
         self.opened_sellers: set[str] = set()
         self.payment_ids: set[str] = set()
@@ -1099,6 +1104,50 @@ class LedgerMachine(RuleBasedStateMachine):
             commands.append(commands[data.draw(st.integers(0, len(commands) - 1))])
         self._run(commands)
 
+    @precondition(lambda self: self.payout_model)
+    @rule(payout=payouts, data=st.data())
+    def stripe_converts_a_payout(self, payout: str, data: st.DataObject) -> None:
+        """Stripe converts a payout for a bank in another currency, at any rate and amount it
+        says (a fact); sometimes a malformed one (another amount taken, the same currency)."""
+        found = self.app.get_payout(payout)
+        if not isinstance(found, Payout):
+            return
+        others = [cur for cur in ("usd", "eur", "jpy", "gbp") if cur != found.currency]
+        bank_currency = pick(
+            data.draw, (9, data.draw(st.sampled_from(others))), (1, found.currency)
+        )
+        taken = pick(data.draw, (9, found.amount_minor), (1, found.amount_minor + 1))
+        fact = PayoutConverted(
+            **self._key(),
+            payout_id=payout,
+            amount_minor=taken,
+            bank_currency=bank_currency,
+            bank_amount_minor=data.draw(st.integers(min_value=1, max_value=AMOUNT_MINOR_MAX)),
+            exchange_rate=data.draw(st.sampled_from(["0.9238", "1.0825", "151.3", "0.0066"])),
+        )
+        self._run([fact])  # type: ignore[list-item]
+
+    @invariant()
+    def conservation_per_currency_including_fx(self) -> None:
+        """Each currency's books sum to zero (every_journal_entry_sums_to_zero…), and the fx
+        book of each currency holds exactly the conversions of payouts still on their way or
+        paid: what left in the payout's currency, less what went on in the bank's."""
+        if self.steps % FULL_SWEEP_EVERY != 0 and not any(key[1] == FX for key in self.per_book):
+            return
+        expected: dict[str, int] = defaultdict(int)
+        for payout_id in self.payout_model:
+            found = self.app.get_payout(payout_id)
+            converted = getattr(found, "bank_currency", None)
+            if not isinstance(found, Payout) or converted is None:
+                continue
+            if found.status in ("failed", "canceled"):
+                continue  # returned through fx: both sides undone
+            expected[found.currency] += found.amount_minor
+            expected[converted] -= found.bank_amount_minor
+        _, per_book = self._journal_totals()
+        fx = {cur: total for (owner, book, cur), total in per_book.items() if book == FX and total}
+        assert fx == {cur: total for cur, total in expected.items() if total}, (fx, expected)
+
     @rule(hours=st.integers(min_value=1, max_value=96))
     def advance_clock(self, hours: int) -> None:
         self.now += timedelta(hours=hours)
@@ -1115,6 +1164,165 @@ class LedgerMachine(RuleBasedStateMachine):
             ]
             or [c.ReleaseFunds(**self._key(), account_id=PLATFORM, currency="usd", until=self.now)]
         )
+
+    # Authorization holds (ledger.holds): held amounts are authorized, never available ----------
+
+    def _run_holds(self, messages: list[Any]) -> list[CommandResult]:
+        """Runs hold facts and commands; they never move money in a balance book."""
+        before = {k: v for k, v in self.per_book.items() if k[1] in BALANCE_BOOKS}
+        results = self._run(messages)
+        after = {k: v for k, v in self.per_book.items() if k[1] in BALANCE_BOOKS}
+        assert before == after, "a hold posted to pending, available or reserved"
+        return results
+
+    @rule(seller=sellers, data=st.data())
+    def authorize_a_payment(self, seller: str, data: st.DataObject) -> None:
+        account = data.draw(st.sampled_from((seller, PLATFORM)))
+        currency = good_currency(data.draw)
+        fact = holds.PaymentAuthorized(
+            **self._key(),
+            payment_id=self._fresh_id("ch_hold"),
+            account_id=account,
+            currency=currency,
+            amount_minor=charge_amount(data.draw, currency),
+            # Stripe's number (capture_before); short ones let the clock pass them.
+            expires_at=self.now + timedelta(hours=data.draw(st.integers(1, 7 * 24))),
+        )
+        [result] = self._run_holds([fact])
+        if result.ok:
+            model = [account, currency, fact.amount_minor, fact.expires_at, "authorized"]
+            self.hold_model[fact.payment_id] = model
+
+    @precondition(lambda self: any(h[4] == "authorized" for h in self.hold_model.values()))
+    @rule(data=st.data())
+    def capture_or_release_a_hold(self, data: st.DataObject) -> None:
+        """Sluice's capture is refused once the authorization expired; Stripe's is recorded."""
+        held = sorted(p for p, h in self.hold_model.items() if h[4] == "authorized")
+        payment_id = data.draw(st.sampled_from(held))
+        _, _, amount, expires_at, _ = self.hold_model[payment_id]
+        how = data.draw(st.sampled_from(("command", "stripe_capture", "canceled", "expired")))
+        captured = share(data.draw, amount)
+        message: Any
+        if how == "command":
+            message = holds.CaptureAuthorization(
+                **self._key(), payment_id=payment_id, amount_minor=captured
+            )
+        elif how == "stripe_capture":
+            message = holds.AuthorizationCaptured(
+                **self._key(), payment_id=payment_id, amount_minor=captured
+            )
+        else:
+            message = holds.AuthorizationReleased(**self._key(), payment_id=payment_id, reason=how)
+        [result] = self._run_holds([message])
+        expired = self.now >= expires_at
+        if how == "command" and expired:
+            assert isinstance(result.error, holds.AuthorizationExpiredError), result
+            return
+        assert result.ok, result
+        if how == "stripe_capture" and expired:
+            assert "expired" in result.ids["flagged"], result
+        self.hold_model[payment_id][4] = how if how in holds.RELEASE_REASONS else "captured"
+
+    @invariant()
+    def holds_are_authorized_and_never_available(self) -> None:
+        expected: dict[tuple[str, str], int] = defaultdict(int)
+        for account, currency, amount, _, status in self.hold_model.values():
+            if status == "authorized":
+                expected[(account, currency)] += amount
+        for (owner, book, currency), total in self.per_book.items():
+            if book == AUTHORIZED:
+                assert total == expected.get((owner, currency), 0), (owner, currency)
+        for (account, currency), total in expected.items():
+            assert self.per_book.get((account, AUTHORIZED, currency), 0) == total
+            found = self._peek(holds.held_funds_aggregate_id(account, currency))
+            assert isinstance(found, holds.HeldFunds)
+            assert found.authorized_minor == total
+
+    # Reserves (ledger.risk): held in the reserved book, never paid out, released by Stripe ---
+
+    @property
+    def reserve_model(self) -> dict[str, list[Any]]:
+        """Reserve id → [account, currency, still held], as Stripe's facts say."""
+        return self.__dict__.setdefault("_reserve_model", {})
+
+    @rule(seller=sellers, data=st.data())
+    def stripe_holds_a_reserve(self, seller: str, data: st.DataObject) -> None:
+        """Stripe holds funds back (a fact: recorded even beyond what is available); sometimes
+        under a reserve id already used, which is malformed and refused."""
+        currency = good_currency(data.draw)
+        taken = sorted(self.reserve_model)
+        reused = taken and pick(data.draw, (9, False), (1, True))
+        reserve_id = data.draw(st.sampled_from(taken)) if reused else self._fresh_id("resh")
+        fact = risk.ReserveHeld(
+            **self._key(),
+            reserve_id=reserve_id,
+            account_id=seller,
+            currency=currency,
+            amount_minor=charge_amount(data.draw, currency),
+            release_after=self.now + timedelta(days=data.draw(st.integers(1, 90))),
+        )
+        [result] = self._run([fact])  # type: ignore[list-item]
+        if reused:
+            assert not result.ok, "a reserve id was held twice"
+        elif result.ok:
+            self.reserve_model[reserve_id] = [seller, currency, fact.amount_minor]
+
+    @precondition(lambda self: any(r[2] > 0 for r in self.reserve_model.values()))
+    @rule(data=st.data())
+    def stripe_releases_a_reserve(self, data: st.DataObject) -> None:
+        """All or part of what a reserve holds; more than it holds is refused (malformed)."""
+        held = sorted(r for r, model in self.reserve_model.items() if model[2] > 0)
+        reserve_id = data.draw(st.sampled_from(held))
+        _, currency, remaining = self.reserve_model[reserve_id]
+        amount = pick(data.draw, (9, share(data.draw, remaining)), (1, remaining + 10))
+        if currency == "kwd":  # three-decimal amounts end in 0, as held ones do
+            amount = max(10, amount - amount % 10)
+        fact = risk.ReserveReleased(
+            **self._key(),
+            reserve_id=reserve_id,
+            release_id=self._fresh_id("resrel"),
+            amount_minor=amount,
+        )
+        [result] = self._run([fact])  # type: ignore[list-item]
+        assert result.ok == (0 < amount <= remaining), result
+        if result.ok:
+            self.reserve_model[reserve_id][2] -= amount
+
+    @precondition(lambda self: any(r[2] > 0 for r in self.reserve_model.values()))
+    @rule(data=st.data())
+    def a_payout_never_draws_on_reserved_funds(self, data: st.DataObject) -> None:
+        """Sluice's payout of more than is available is refused however much is reserved."""
+        held = sorted(r for r, model in self.reserve_model.items() if model[2] > 0)
+        account, currency, _ = self.reserve_model[data.draw(st.sampled_from(held))]
+        balance = self.app.get_balance(account, currency)
+        assert balance is not None and balance.reserved_minor > 0
+        over = max(balance.available_minor, 0) + data.draw(st.integers(1, balance.reserved_minor))
+        over += -over % 10 if currency == "kwd" else 0  # three-decimal amounts end in 0
+        if over > AMOUNT_MINOR_MAX:
+            return
+        [result] = self._run(
+            [
+                c.RequestPayout(
+                    **self._key(), account_id=account, currency=currency, amount_minor=over
+                )
+            ]
+        )
+        assert not result.ok, f"a payout of {over} drew on reserved funds"
+        found = self.app.get_account(account)
+        if found is not None and not found.closed and found.payouts_enabled:
+            assert isinstance(result.error, InsufficientFundsError), result
+
+    @invariant()
+    def reserves_are_in_the_reserved_book_and_nowhere_else(self) -> None:
+        expected: dict[tuple[str, str], int] = defaultdict(int)
+        for account, currency, held in self.reserve_model.values():
+            expected[(account, currency)] += held
+        for (owner, book, currency), total in self.per_book.items():
+            if book == RESERVED:
+                assert total == expected.get((owner, currency), 0), (owner, currency)
+        for (account, currency), total in expected.items():
+            balance = self.app.get_balance(account, currency)
+            assert balance is not None and balance.reserved_minor == total
 
     # Idempotency ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 
 from adapters.bootstrap import bootstrap, init_database, read_model
 from adapters.settings import Settings
-from ledger import balances
+from ledger import balances, holds
 from ledger import commands as c
 from ledger import reconciliation as recon
 from ledger.application import CommandResult, Ledger
@@ -48,6 +48,8 @@ from ledger.errors import (
 from ledger.ids import object_id
 from ledger.journal import AVAILABLE, PENDING
 from ledger.money import AMOUNT_MINOR_MAX
+from ledger.requirements import SetAccountRequirements
+from ledger.risk import SetLossLiability
 from ledger.splits import SplitPart
 from projections.runner import Projector
 from tests.support import PLATFORM, T0, command_record, event_count, new_ledger
@@ -346,6 +348,66 @@ CASES: list[Any] = [
         InvalidParameterError,
         "display_name",
         id="profile-name-not-printable",
+    ),
+    # --- SetAccountRequirements (Stripe's onboarding requirements, as reported) ------------
+    pytest.param(
+        cmd(SetAccountRequirements, account_id="acct_nobody", currently_due=("external_account",)),
+        AccountNotFoundError,
+        "account",
+        id="requirements-unknown-account",
+    ),
+    pytest.param(
+        cmd(SetAccountRequirements, account_id="acct_a", disabled_reason="bored"),
+        InvalidParameterError,
+        "disabled_reason",
+        id="requirements-unknown-disabled-reason",
+    ),
+    pytest.param(
+        cmd(
+            SetAccountRequirements,
+            account_id="acct_a",
+            currently_due=tuple(f"field_{i}" for i in range(201)),
+        ),
+        InvalidParameterError,
+        "currently_due",
+        id="requirements-too-many-fields",
+    ),
+    pytest.param(
+        cmd(SetAccountRequirements, account_id="acct_a", past_due=("tos\x00",)),
+        InvalidParameterError,
+        "past_due",
+        id="requirements-field-not-printable",
+    ),
+    pytest.param(
+        cmd(SetAccountRequirements, account_id="acct_a", eventually_due="external_account"),
+        InvalidParameterError,
+        "eventually_due",
+        id="requirements-list-is-a-string",
+    ),
+    pytest.param(
+        cmd(SetAccountRequirements, account_id="acct_a", current_deadline=NAIVE),
+        InvalidParameterError,
+        "current_deadline",
+        id="requirements-naive-deadline",
+    ),
+    # --- SetLossLiability (controller.losses.payments, as reported) -------------------------
+    pytest.param(
+        cmd(SetLossLiability, account_id="acct_a", losses_payments="platform"),
+        InvalidParameterError,
+        "losses_payments",
+        id="liability-unknown-payer",
+    ),
+    pytest.param(
+        cmd(SetLossLiability, account_id="acct_nobody", losses_payments="stripe"),
+        AccountNotFoundError,
+        "account",
+        id="liability-unknown-account",
+    ),
+    pytest.param(
+        cmd(SetLossLiability, account_id=PLATFORM, losses_payments="application"),
+        InvalidParameterError,
+        "account",
+        id="liability-of-the-platform",
     ),
     # --- UpdateAccount / SetPayoutSchedule / CloseAccount ----------------------------------
     pytest.param(
@@ -1179,6 +1241,19 @@ CASES: list[Any] = [
         "cursor",
         id="cursor-negative",
     ),
+    # --- authorization holds (ledger.holds; more cases in tests/unit/test_holds.py) ------------
+    pytest.param(
+        cmd(holds.CaptureAuthorization, payment_id=_separate_payment),
+        holds.AuthorizationNotFoundError,
+        "payment",
+        id="capture-without-authorization",
+    ),
+    pytest.param(
+        cmd(holds.CaptureAuthorization, payment_id="ch_nope", amount_minor=0),
+        holds.AuthorizationNotFoundError,
+        "payment",
+        id="capture-unknown-authorization",
+    ),
 ]
 
 
@@ -1933,3 +2008,138 @@ def test_a_non_string_id_is_refused_alone_not_a_crash_of_the_batch(bad: c.Comman
     results = app.execute_batch([_open_platform(), bad])
     assert results[0].ok
     assert isinstance(results[1].error, InvalidParameterError | SplitRuleError)
+
+
+# Payouts in every currency (ledger.payout_fx): facts, recorded through Ledger.record ----------
+
+
+def _converted(**params: Any) -> Build:
+    from ledger.payout_fx import PayoutConverted
+
+    defaults: dict[str, Any] = {
+        "payout_id": _payout("pending"),
+        "amount_minor": 100,
+        "bank_currency": "eur",
+        "bank_amount_minor": 92,
+        "exchange_rate": "0.9238",
+    }
+    return cmd(PayoutConverted, **(defaults | params))  # type: ignore[arg-type]
+
+
+def _fee(**params: Any) -> Build:
+    from ledger.payout_fx import PayoutFeeCharged
+
+    defaults: dict[str, Any] = {"payout_id": _payout("pending"), "stripe_fee_minor": 1}
+    return cmd(PayoutFeeCharged, **(defaults | params))  # type: ignore[arg-type]
+
+
+def _banks(by_currency: Any, account_id: str = "acct_a") -> Build:
+    from ledger.payout_fx import ExternalAccountsReported
+
+    return cmd(ExternalAccountsReported, account_id=account_id, by_currency=by_currency)  # type: ignore[arg-type]
+
+
+PAYOUT_FX_CASES: list[Any] = [
+    pytest.param(
+        _converted(exchange_rate="1,08"), InvalidParameterError, "exchange_rate", id="fx-rate-comma"
+    ),
+    pytest.param(
+        _converted(exchange_rate=1.08), InvalidParameterError, "exchange_rate", id="fx-rate-float"
+    ),
+    pytest.param(
+        _converted(exchange_rate="0.000"), InvalidParameterError, "exchange_rate", id="fx-rate-zero"
+    ),
+    pytest.param(
+        _converted(bank_currency="usd"),
+        InvalidParameterError,
+        "bank_currency",
+        id="fx-same-currency",
+    ),
+    pytest.param(
+        _converted(bank_currency="xxx"),
+        UnknownCurrencyError,
+        "bank_currency",
+        id="fx-unknown-currency",
+    ),
+    pytest.param(
+        _converted(amount_minor=101), InvalidParameterError, "amount_minor", id="fx-other-amount"
+    ),
+    pytest.param(
+        _converted(bank_amount_minor=0),
+        InvalidAmountError,
+        "bank_amount_minor",
+        id="fx-zero-bank-amount",
+    ),
+    pytest.param(
+        _converted(payout_id="po_nope"), PayoutNotFoundError, "payout", id="fx-unknown-payout"
+    ),
+    pytest.param(
+        _converted(payout_id=_payout("failed")),
+        InvalidTransitionError,
+        "status",
+        id="fx-failed-payout",
+    ),
+    pytest.param(
+        _fee(stripe_fee_minor=-1), InvalidAmountError, "stripe_fee_minor", id="fee-negative"
+    ),
+    pytest.param(_fee(stripe_fee_minor="1"), InvalidAmountError, "stripe_fee_minor", id="fee-text"),
+    pytest.param(_fee(payout_id="po_nope"), PayoutNotFoundError, "payout", id="fee-unknown-payout"),
+    pytest.param(
+        _fee(stripe_fee_minor=0), InvalidParameterError, "stripe_fee_minor", id="fee-none"
+    ),
+    pytest.param(
+        _fee(application_fee_minor=5, platform_account_id=PLATFORM, application_fee_id="ch_x"),
+        InvalidParameterError,
+        "application_fee_id",
+        id="fee-not-a-fee-id",
+    ),
+    pytest.param(
+        _fee(application_fee_minor=5),
+        AccountNotFoundError,
+        "platform_account_id",
+        id="fee-platform-unnamed",
+    ),
+    pytest.param(
+        _fee(application_fee_minor=5, platform_account_id="acct_a"),
+        InvalidParameterError,
+        "platform_account_id",
+        id="fee-platform-is-a-seller",
+    ),
+    pytest.param(
+        _fee(application_fee_minor=-5, platform_account_id=PLATFORM),
+        InvalidAmountError,
+        "application_fee_minor",
+        id="fee-platform-negative",
+    ),
+    pytest.param(
+        _fee(payout_id=_payout("canceled")), InvalidTransitionError, "status", id="fee-canceled"
+    ),
+    pytest.param(
+        _banks({"xxx": "new"}), UnknownCurrencyError, "by_currency", id="banks-unknown-currency"
+    ),
+    pytest.param(
+        _banks({"eur": "lost"}), InvalidParameterError, "by_currency", id="banks-unknown-status"
+    ),
+    pytest.param(_banks("eur"), InvalidParameterError, "by_currency", id="banks-not-a-map"),
+    pytest.param(
+        _banks({"eur": "new"}, "acct_nope"),
+        AccountNotFoundError,
+        "account",
+        id="banks-unknown-account",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "error", "param"), PAYOUT_FX_CASES)
+def test_a_malformed_payout_fx_fact_raises_its_specific_error_and_records_nothing(
+    world: World, build: Build, error: E, param: str | None
+) -> None:
+    app = world.app
+    fact = build(world)
+    before = event_count(app)
+    with pytest.raises(SluiceError) as caught:
+        app.record(fact)  # type: ignore[arg-type]
+    assert type(caught.value) is error, caught.value
+    assert caught.value.param == param
+    assert event_count(app) == before
+    assert command_record(app, fact.idempotency_key) is None
