@@ -11,10 +11,12 @@ from typing import Any
 
 from adapters.locks import LockSession, StoreLock
 from adapters.persistence import (
+    PostgresWriterLock,
     ensure_postgres_schema,
     guard_postgres,
     ledger_env,
     postgres_absence_probe,
+    postgres_version_probe,
 )
 from adapters.settings import Settings
 from adapters.sql_store import open_read_model
@@ -55,6 +57,13 @@ def bootstrap(
         getattr(ledger.recorder, "datastore", None), "schema"
     ):
         ledger.absence_probe = postgres_absence_probe(ledger.recorder)
+        ledger.version_probe = postgres_version_probe(ledger.recorder)
+        ledger.writer_lock = PostgresWriterLock(
+            settings.database_url.split("?", 1)[0],
+            ledger.recorder.datastore.schema,
+            settings,
+            role,
+        )
     return ledger
 
 

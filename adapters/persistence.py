@@ -3,10 +3,11 @@ PostgreSQL connections their timeouts per role (see ``guard_postgres``)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -14,6 +15,8 @@ from uuid import UUID
 
 from adapters import deadlines
 from adapters.settings import Settings, role_timeouts
+
+log = logging.getLogger("sluice.persistence")
 
 
 class DatabaseUrlError(ValueError):
@@ -116,6 +119,88 @@ def postgres_absence_probe(recorder: Any) -> Callable[[Sequence[UUID]], set[UUID
         return set(ids) - present
 
     return probe
+
+
+def postgres_version_probe(recorder: Any) -> Callable[[Sequence[UUID]], dict[UUID, int]]:
+    """One query for a whole batch: the head version of each of these aggregates (absent ids are
+    left out). One index probe per id (``max`` on the primary key), however long its history."""
+    from psycopg.sql import SQL, Identifier
+
+    schema, table = recorder.datastore.schema, recorder.events_table_name
+    statement = SQL(
+        "SELECT i.id AS originator_id, (SELECT max(e.originator_version) FROM {}.{} e"
+        " WHERE e.originator_id = i.id) AS version FROM unnest(%s::uuid[]) AS i(id)"
+    ).format(Identifier(schema), Identifier(table))
+
+    def probe(ids: Sequence[UUID]) -> dict[UUID, int]:
+        if not ids:
+            return {}
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(dict.fromkeys(ids))], prepare=True)
+            return {
+                row["originator_id"]: row["version"]
+                for row in curs.fetchall()
+                if row["version"] is not None
+            }
+
+    return probe
+
+
+WRITER_LOCK_NAME = "ledger-writer"
+
+
+class PostgresWriterLock:
+    """The store's writer lock: a session advisory lock on a dedicated autocommit connection
+    (keyed by the schema, as ``adapters.locks``), taken around one batch by an engine that met
+    a conflict (see ``ledger.engine.CONTENTION_WINDOW_S``). The server drops it if the process
+    dies. Used under the engine's write lock: one batch at a time per process."""
+
+    def __init__(self, conninfo: str, schema: str, settings: Settings, role: str) -> None:
+        from adapters.locks import advisory_key
+
+        self.conninfo = conninfo
+        self.key = advisory_key(schema, WRITER_LOCK_NAME)
+        self.options = connect_options(settings, role)
+        self.conn: Any = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        """Holds the lock around the block. The lock only orders writers (a stale read still
+        fails on its version), so if it cannot be had the block runs without it, and an unlock
+        that fails ends the session instead (the server drops the lock): neither turns a batch
+        into an error, nor a recorded batch into a failure."""
+        if not self._lock():
+            yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                with guarded_psycopg(self.conn, "writer-lock"):
+                    self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,), prepare=True)
+            except Exception as error:
+                log.warning("writer lock: unlock failed, session closed: %s", error)
+                self.close()
+
+    def _lock(self) -> bool:
+        import psycopg
+
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = psycopg.connect(self.conninfo, autocommit=True, **self.options)
+            with guarded_psycopg(self.conn, "writer-lock"):
+                self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,), prepare=True)
+        except Exception as error:
+            log.warning("writer lock unavailable, writing without it: %s", error)
+            self.close()
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with suppress(Exception):
+                self.conn.close()
+            self.conn = None
 
 
 # Connection roles and deadlines -----------------------------------------------------------------

@@ -38,6 +38,10 @@ class _Tx:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(self._rewrite(sql), list(params))
 
+    def execute_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        """One statement for many rows, in order (psycopg pipelines it: one round trip)."""
+        self._cursor.executemany(self._rewrite(sql), [list(p) for p in params])
+
     def all(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self._cursor.fetchall()]
 

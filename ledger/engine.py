@@ -12,10 +12,11 @@ The use cases themselves (what each message means) are in ``ledger.handlers`` (c
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -65,7 +66,17 @@ from ledger.transfers import Transfer
 
 BATCH_SIZE_MAX = 1_000
 GROUP_COMMIT_SIZE_MAX = 100  # commands from concurrent callers recorded in one save()
-CONFLICT_RETRIES_MAX = 5
+QUEUE_ROUNDS_MAX = 10_000  # batches one leader records before its own command is among them
+# Another process wrote an aggregate of the batch first (the hot platform balance, typically):
+# the batch runs again on fresh state, after a pause drawn at random (full jitter) from a window
+# that doubles per attempt, so processes that collided do not collide again in lockstep.
+CONFLICT_RETRIES_MAX = 16
+CONFLICT_BACKOFF_BASE_MS = 2
+CONFLICT_BACKOFF_CAP_MS = 50
+# After a conflict, this process's batches take the store's writer lock (when the store has one)
+# for this long: processes that keep colliding on a hot aggregate take turns instead of failing
+# each other's batches; without contention they go back to running side by side.
+CONTENTION_WINDOW_S = 2.0
 JOURNAL_PAGE_SIZE = 1_000
 
 A = TypeVar("A", bound=Aggregate)
@@ -73,6 +84,11 @@ Clock = Callable[[], datetime]
 # Given aggregate ids, returns those with no stored events, in as few round trips as the store
 # allows. New ids (idempotency records, payments) are the common case on the write path.
 AbsenceProbe = Callable[[Sequence[UUID]], set[UUID]]
+# Given aggregate ids, returns the head version of those that have stored events, in one round
+# trip: absent ids, and cached aggregates that are current (no fast-forward read needed).
+VersionProbe = Callable[[Sequence[UUID]], dict[UUID, int]]
+# A lock shared by every process writing to the store, held around one batch (read and write).
+WriterLock = Callable[[], AbstractContextManager[object]]
 # Told of every command and fact once its batch ran: (name, result or None if the batch raised,
 # seconds). The edges count them (adapters/metrics.py); the ledger only calls it.
 CommandObserver = Callable[[str, "CommandResult | None", float], None]
@@ -135,10 +151,11 @@ class _Slot:
 
 
 class _Batch:
-    def __init__(self, app: Engine, absent: set[UUID]) -> None:
+    def __init__(self, app: Engine, absent: set[UUID], heads: dict[UUID, int]) -> None:
         self.app = app
         self.aggregates: dict[UUID, Aggregate] = {}
         self.absent = absent  # ids known to have no stored events when the batch began
+        self.heads = heads  # stored head versions when the batch began (probed ids only)
 
 
 class Scope:
@@ -162,10 +179,13 @@ class Scope:
             elif aggregate_id in self._batch.absent:
                 return None
             else:
-                try:
-                    found = self._batch.app.repository.get(aggregate_id)
-                except AggregateNotFoundError:
-                    return None
+                head = self._batch.heads.get(aggregate_id)
+                found = self._batch.app.cached_at(aggregate_id, head)
+                if found is None:
+                    try:
+                        found = self._batch.app.repository.get(aggregate_id)
+                    except AggregateNotFoundError:
+                        return None
             self._touched[aggregate_id] = found
             self._seen_events[aggregate_id] = len(found.pending_events)
             if isinstance(found, Balance):
@@ -343,12 +363,24 @@ class Engine(Application[UUID]):
         super().__init__(env)
         self.clock = clock
         self.absence_probe = absence_probe or self._probe_one_by_one
+        self.version_probe: VersionProbe | None = None  # set by stores that can (PostgreSQL)
+        self.writer_lock: WriterLock | None = None  # likewise
+        self._contended_until = 0.0  # monotonic: take the writer lock until then
+        self._in_turn = False  # this process holds the writer lock (under _write_lock)
         self.platform_account_id = platform_account_id
         # One batch at a time per process: the events table serialises writers anyway, and this
         # keeps threads of one process from conflicting on hot balances.
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()
+        self._queue_cond = threading.Condition(self._queue_lock)
+        self._leading = False  # a caller is recording the queue (the group commit's leader)
         self._queue: list[_Slot] = []
+
+    def close(self) -> None:
+        closer = getattr(self.writer_lock, "close", None)  # its connection, if it has one
+        if callable(closer):
+            closer()
+        super().close()
 
     # Execution ----------------------------------------------------------------------------
 
@@ -362,26 +394,27 @@ class Engine(Application[UUID]):
     def _submit(self, command: c.Message) -> CommandResult:
         """Runs one command or fact; raises its ``SluiceError`` if it is rejected.
 
-        Group commit: concurrent callers queue their commands; whichever thread holds the write
-        lock records everything queued so far in one ``save()``. Under load that turns many
-        one-event transactions into a few larger ones, with the same per-command outcome.
+        Group commit: concurrent callers queue their commands; one of them (the leader) records
+        everything queued so far in one ``save()`` while the others wait for it. Under load that
+        turns many one-event transactions into a few larger ones, with the same per-command
+        outcome.
         """
         slot = _Slot(command)
-        with self._queue_lock:
+        with self._queue_cond:
             self._queue.append(slot)
-        with self._write_lock:
-            if not slot.done:
-                with self._queue_lock:
-                    taken = self._queue[:GROUP_COMMIT_SIZE_MAX]
-                    del self._queue[:GROUP_COMMIT_SIZE_MAX]
-                try:
-                    results = self._execute_locked([s.command for s in taken])
-                except BaseException as failure:  # e.g. the database went away: tell everyone
-                    for s in taken:
-                        s.failure, s.done = failure, True
-                    raise
-                for s, result in zip(taken, results, strict=True):
-                    s.result, s.done = result, True
+            # Followers wait for the leader's batch and return as soon as theirs is recorded,
+            # without queueing behind the next batch; one of those left over leads next.
+            while self._leading and not slot.done:
+                self._queue_cond.wait()
+            lead = not slot.done
+            self._leading = self._leading or lead
+        if lead:
+            try:
+                self._lead(slot)
+            finally:
+                with self._queue_cond:
+                    self._leading = False
+                    self._queue_cond.notify_all()
         invariant(slot.done, "a queued command was left behind")
         if slot.failure is not None:
             raise slot.failure
@@ -390,6 +423,50 @@ class Engine(Application[UUID]):
         if result.error is not None:
             raise result.error
         return result
+
+    def _lead(self, slot: _Slot) -> None:
+        """Records the queue a batch at a time until ``slot`` is among the recorded."""
+        for _ in range(QUEUE_ROUNDS_MAX):
+            with self._write_lock, self._writer_turn():  # contended: the queue grows meanwhile
+                self._run_queued(slot)
+            with self._queue_cond:
+                self._queue_cond.notify_all()  # followers recorded in that batch return now
+            if slot.done:
+                return
+
+    def _run_queued(self, slot: _Slot) -> None:
+        with self._queue_lock:
+            taken = self._queue[:GROUP_COMMIT_SIZE_MAX]
+            del self._queue[:GROUP_COMMIT_SIZE_MAX]
+        try:
+            results = self._execute_locked([s.command for s in taken])
+        except BaseException as failure:  # e.g. the database went away: tell everyone
+            with self._queue_lock:
+                if slot in self._queue:  # the leader's own, not yet run: it fails, never runs
+                    self._queue.remove(slot)
+                    taken.append(slot)
+            for s in taken:
+                s.failure, s.done = failure, True
+            raise
+        for s, result in zip(taken, results, strict=True):
+            s.result, s.done = result, True
+
+    @contextmanager
+    def _writer_turn(self, attempt: int = 0) -> Iterator[None]:
+        """Holds the store's writer lock if this process met a conflict lately (or is retrying
+        one); otherwise runs side by side with other processes. Not re-entered: the holder's
+        retries run inside its turn."""
+        lock = self.writer_lock
+        wanted = attempt > 0 or time.monotonic() < self._contended_until
+        if lock is None or self._in_turn or not wanted:
+            yield
+            return
+        with lock():
+            self._in_turn = True
+            try:
+                yield
+            finally:
+                self._in_turn = False
 
     def record(self, fact: facts.Fact) -> CommandResult:
         """Records a movement Stripe reports as done (the facts door; see ``ledger.facts``).
@@ -419,14 +496,54 @@ class Engine(Application[UUID]):
     def _execute_retrying(self, commands: Sequence[c.Message]) -> list[CommandResult]:
         for attempt in range(CONFLICT_RETRIES_MAX):
             try:
-                return self._run_batch(commands)
+                with self._writer_turn(attempt):
+                    return self._run_batch(commands)
             except RecordConflictError:
                 # Another process wrote one of our aggregates first. Our work was rolled back
                 # whole; run it again on fresh state.
+                self._contended_until = time.monotonic() + CONTENTION_WINDOW_S
                 if attempt == CONFLICT_RETRIES_MAX - 1:
                     break
+                window_ms = min(CONFLICT_BACKOFF_CAP_MS, CONFLICT_BACKOFF_BASE_MS << attempt)
+                time.sleep(random.uniform(0, window_ms) / 1000)
         error = ConcurrencyError("the same objects kept changing underneath; retry the request")
         return [CommandResult(cmd.name, cmd.idempotency_key, error=error) for cmd in commands]
+
+    def cached_at(self, aggregate_id: UUID, version: int | None) -> Aggregate | None:
+        """A copy of the cached aggregate if it is at ``version`` (the stored head probed at the
+        start of the batch): then it needs no fast-forward read. A stale copy is never used
+        blindly: a write to it would conflict on its version and the batch would run again."""
+        cache = self.repository.cache
+        if version is None or cache is None:
+            return None
+        lock = self.repository._use_fastforward_lock(aggregate_id)
+        try:
+            with lock:  # a reader may be fast-forwarding the cached object in place
+                try:
+                    cached = cast(Aggregate, cache.get(aggregate_id))
+                except KeyError:
+                    return None
+                if cached.version != version:
+                    return None
+                return _detached_copy(cached)
+        finally:
+            self.repository._disuse_fastforward_lock(aggregate_id)
+
+    def _cache_saved(self, aggregates: Sequence[Aggregate]) -> None:
+        """Keeps the batch's aggregates, as saved, in the repository's cache (eventsourcing
+        leaves a fast-forwarding cache as it was): the next batch's probe finds them current."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for aggregate in aggregates:
+            invariant(not aggregate.pending_events, "a saved aggregate has no pending events")
+            cache.put(aggregate.id, aggregate)
+
+    def _probe(self, ids: Sequence[UUID]) -> tuple[set[UUID], dict[UUID, int]]:
+        if self.version_probe is None:
+            return self.absence_probe(ids), {}
+        heads = self.version_probe(ids)
+        return {i for i in ids if i not in heads}, heads
 
     def _probe_one_by_one(self, ids: Sequence[UUID]) -> set[UUID]:
         """The portable probe: one indexed lookup per id (no snapshot read)."""
@@ -440,7 +557,10 @@ class Engine(Application[UUID]):
                 probe += _created_ids(cmd)
         if any(isinstance(cmd, facts.Fact) for cmd in commands):
             probe.append(OPENING_INDEX_ID)  # read by every fact; absent unless imported
-        batch = _Batch(self, self.absence_probe(probe))
+        if self.version_probe is not None:
+            for cmd in commands:
+                probe += _read_ids(cmd, self.platform_account_id)
+        batch = _Batch(self, *self._probe(probe))
         recorded_at = self.clock()
         outcomes: list[tuple[CommandResult, list[tuple[UUID, int]]]] = []
         for command in commands:
@@ -452,6 +572,7 @@ class Engine(Application[UUID]):
         if not batch.aggregates:
             return [result for result, _ in outcomes]
         recordings = self.save(*batch.aggregates.values())
+        self._cache_saved(list(batch.aggregates.values()))
         positions = {
             (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
             for r in recordings
@@ -492,6 +613,22 @@ class Engine(Application[UUID]):
                 ids = {**ids, "flagged": "; ".join(broken)}
         scope.add(CommandRecord.accept(key, command.name, fingerprint, ids, recorded_at))
         return CommandResult(command.name, key, ids=ids), scope.commit()
+
+
+def _read_ids(cmd: c.Message, platform_account_id: str) -> list[UUID]:
+    """Accounts and balances a command will likely read: probed with the batch, a cached one
+    found current needs no read of its own."""
+    accounts = [platform_account_id]
+    for name in ("account_id", "destination_account_id", "on_behalf_of"):
+        value = getattr(cmd, name, None)
+        if isinstance(value, str):
+            accounts.append(value)
+    currency = getattr(cmd, "currency", None)
+    ids = [account_aggregate_id(a) for a in accounts]
+    if isinstance(currency, str):
+        with suppress(Exception):  # a malformed currency is refused when the command runs
+            ids += [balance_aggregate_id(a, currency) for a in accounts]
+    return ids
 
 
 def _created_ids(cmd: c.Message) -> list[UUID]:

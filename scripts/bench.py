@@ -7,6 +7,9 @@ machine as about Sluice.
     bench.py              the entry point (``scripts/bench``): options, header, results file
     bench_payments.py     --suite payments: routed payments per second beside raw INSERTs
     bench_projections.py  --suite projections: rebuild rates and query latency beside raw reads
+    bench_serve.py        --suite serve: several `sluice serve` processes on a hot account, and
+                          webhook ingest beside an empty route
+    bench_targets.py      issue 13's table: figure, baseline, ratio, target, PASS/SHORT
     bench_common.py       machine facts, schemas, a Ledger with accounts open, tables, JSON
     bench_workers.py      ``scripts/bench workers``: payouts per second through RabbitMQ
 
@@ -26,8 +29,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
+import bench_hordak
 import bench_payments
 import bench_projections
+import bench_serve
+import bench_targets
 import psycopg
 from bench_common import (
     DEFAULT_URL,
@@ -68,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("payments", "projections", "all"),
+        choices=("payments", "projections", "serve", "all"),
         default="all",
         help="which benchmark to run (default all)",
     )
@@ -103,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1, help="random seed for amounts/sellers")
     bench_projections.add_arguments(parser)
     parser.add_argument(
+        "--no-hordak",
+        dest="hordak",
+        action="store_false",
+        help="skip django-hordak (installed from PyPI into var/bench/hordak-venv on first use)",
+    )
+    serve = parser.add_argument_group("serve suite")
+    serve.add_argument(
+        "--processes", type=int, default=4, help="sluice serve processes on the hot account (4)"
+    )
+    serve.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients (64)")
+    serve.add_argument(
+        "--serve-seconds", type=float, default=None, help="per serve measurement (10; quick 3)"
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "var" / "bench"), help="directory of the JSON results"
     )
     return parser
@@ -135,25 +155,65 @@ def print_header(args: argparse.Namespace, facts: dict[str, Any], started: datet
 
 
 def run_suites(
-    args: argparse.Namespace, payments: bool, projections: bool
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    args: argparse.Namespace, payments: bool, projections: bool, serve: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
     """Runs the suites asked for, each in schemas of its own, all of them dropped at the end."""
     schemas = Schemas(args.conninfo)
     rows: list[dict[str, Any]] = []
     projected: dict[str, Any] | None = None
+    served: dict[str, Any] | None = None
+    hordak: dict[str, Any] = {"error": "not asked for"}
     try:
         if payments:
-            if projections:
-                print("== payments ==")
+            print("== payments ==")
             rows = bench_payments.run_payments(args, schemas)
+            if args.hordak:
+                print("[hordak] django-hordak transfer_to at the same thread counts", flush=True)
+                hordak = bench_hordak.measure_hordak(
+                    args.conninfo, schemas, args.thread_counts, args.seconds
+                )
+                for r in hordak.get("rows", []):
+                    print(
+                        f"      threads={r['threads']}: {r['transfers_per_s']:,.0f} transfers/s",
+                        flush=True,
+                    )
+                if "error" in hordak:
+                    print(f"      {hordak['error']}", flush=True)
         if projections:
-            if payments:
-                print()
-                print("== projections ==")
+            print()
+            print("== projections ==")
             projected = bench_projections.run_projections(args, schemas)
+        if serve:
+            print()
+            print("== serve ==")
+            served = run_serve(args, schemas)
     finally:
         schemas.drop_all()
-    return rows, projected
+    return rows, projected, served, hordak
+
+
+def run_serve(args: argparse.Namespace, schemas: Schemas) -> dict[str, Any]:
+    seconds = args.serve_seconds or (3.0 if args.quick else 10.0)
+    print(
+        f"[1/2] hot account: 1 then {args.processes} serve processes, {args.clients} clients, "
+        f"{seconds:g} s each",
+        flush=True,
+    )
+    hot = bench_serve.measure_hot_account(
+        args.conninfo, schemas, args.processes, args.clients, seconds
+    )
+    for label, r in (("1 process", hot["one_process"]), ("several", hot["several"])):
+        print(
+            f"      {label}: {r['per_s']:,.0f} payments/s, statuses {r['statuses']}, "
+            f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, ledger "
+            f"{'ok' if r['ledger']['ok'] else 'WRONG'}",
+            flush=True,
+        )
+    print(f"[2/2] webhook ingest vs GET /healthz, 1 process, {args.clients} clients", flush=True)
+    hooks = bench_serve.measure_webhooks(args.conninfo, schemas, 1, args.clients, seconds)
+    for name in ("webhook", "empty"):
+        print(f"      {name}: {hooks[name]['per_s']:,.0f} requests/s", flush=True)
+    return {"hot": hot, "webhooks": hooks, "seconds": seconds}
 
 
 def print_load(facts: dict[str, Any]) -> None:
@@ -200,8 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     payments = args.suite in ("payments", "all")
     projections = args.suite in ("projections", "all")
+    serve = args.suite in ("serve", "all")
     print_header(args, facts, started)
-    rows, projected = run_suites(args, payments, projections)
+    rows, projected, served, hordak = run_suites(args, payments, projections, serve)
 
     balanced = all_ok = True
     if payments:
@@ -209,6 +270,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if projected is not None:
         bench_projections.report_projections(projected)
         all_ok = all_ok and projected["validation"]["ok"]
+    if served is not None:
+        hot = served["hot"]
+        all_ok = all_ok and hot["one_process"]["ledger"]["ok"] and hot["several"]["ledger"]["ok"]
+    targets = (
+        (bench_targets.payment_rows(rows, hordak) if payments else [])
+        + bench_targets.serve_rows(served)
+        + bench_targets.projection_rows(projected)
+        + bench_targets.fixed_rows()
+    )
+    print()
+    print("== issue 13 targets (ratios to baselines measured in this run) ==")
+    print(bench_targets.render(targets))
     facts["loadavg_at_end"] = load_average()
     print_load(facts)
 
@@ -220,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": run_settings(args, projections),
         "results": rows,
         "projections": projected,
+        "serve": served,
+        "hordak": hordak,
+        "targets": targets,
         "ledger_balanced": balanced,
         "validation_ok": all_ok,
     }

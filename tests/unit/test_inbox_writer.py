@@ -1,0 +1,69 @@
+"""The webhook inbox's group commit: concurrent deliveries share one transaction, each caller is
+told its own outcome, and one bad delivery fails only itself."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from adapters.inbox_writer import InboxWriter
+
+
+class FakeView:
+    """Records transactions: a list of event ids per committed transaction."""
+
+    def __init__(self) -> None:
+        self.committed: list[list[str]] = []
+        self.stored: set[str] = set()
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def write(self, tracking: None) -> Iterator[list[str]]:
+        pending: list[str] = []
+        yield pending
+        with self.lock:
+            self.committed.append(pending)
+
+
+def fake_store(view: Any, event: dict[str, Any], raw: bytes) -> bool:
+    with view.write(None) as tx:
+        if event.get("bad"):
+            raise ValueError(f"{event['id']} cannot be stored")
+        tx.append(event["id"])
+        return True
+
+
+def test_each_delivery_is_stored_once_and_told_its_own_outcome() -> None:
+    view = FakeView()
+    writer = InboxWriter(view, fake_store)  # type: ignore[arg-type]
+    outcomes: dict[str, Any] = {}
+    barrier = threading.Barrier(20)
+
+    def deliver(n: int) -> None:
+        event = {"id": f"evt_{n}", "bad": n == 7}
+        barrier.wait(10)
+        try:
+            outcomes[event["id"]] = writer.store(event, b"{}")
+        except ValueError as error:
+            outcomes[event["id"]] = error
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert isinstance(outcomes.pop("evt_7"), ValueError)
+    assert outcomes == {f"evt_{n}": True for n in range(20) if n != 7}
+    stored = [e for tx in view.committed for e in tx]
+    assert sorted(stored) == sorted(outcomes)  # once each; the bad one in none
+
+
+def test_a_lone_failure_is_raised_to_its_caller() -> None:
+    writer = InboxWriter(FakeView(), fake_store)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        writer.store({"id": "evt_bad", "bad": True}, b"{}")
+    assert writer.store({"id": "evt_good"}, b"{}") is True
