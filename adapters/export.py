@@ -149,7 +149,8 @@ BT_COLUMNS = [
 ]  # fmt: skip
 PAYOUT_COLUMNS = [
     "id", "account", "created", "updated", "currency", "status", "amount_minor", "amount",
-    "failure_code", "hold_reason",
+    "failure_code", "hold_reason", "stripe_payout_id", "arrival_date", "destination",
+    "failure_message",
 ]  # fmt: skip
 STATEMENT_COLUMNS = ["row", *BT_COLUMNS, "balance_minor", "balance"]
 BALANCE_CHANGE_COLUMNS = [
@@ -204,6 +205,10 @@ def finance_payout(
         "status": p["status"],
         "failure_code": p["failure_code"] or "",
         "hold_reason": hold.get("reason_code") or "",
+        "stripe_payout_id": p.get("stripe_payout_id") or "",
+        "arrival_date": iso(p["arrival_date"], tz) if p.get("arrival_date") else "",
+        "destination": p.get("destination") or "",
+        "failure_message": p.get("failure_message") or "",
     }
     row = money(row, str(p["currency"]), amount=p["amount"])
     return row | _metadata(str(p["account"]), metadata_keys, metadata_of)

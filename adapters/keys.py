@@ -83,9 +83,9 @@ def _check_label(label: str | None) -> str | None:
     return label
 
 
-def _insert(tx: Tx, role: str, label: str | None) -> tuple[str, str]:
+def _insert(tx: Tx, role: str, label: str | None, key_id: str | None = None) -> tuple[str, str]:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    key_id = "key_" + secrets.token_hex(8)
+    key_id = key_id or "key_" + secrets.token_hex(8)
     tx.execute(
         "INSERT INTO rm_api_keys (id, key_hash, role, created, revoked, label)"
         " VALUES (%s, %s, %s, %s, NULL, %s)",
@@ -94,12 +94,15 @@ def _insert(tx: Tx, role: str, label: str | None) -> tuple[str, str]:
     return key_id, key
 
 
-def create_key(view: ReadModel, role: str, label: str | None = None) -> tuple[str, str]:
-    """Returns (key id, the key itself). The key is not stored and cannot be shown again."""
+def create_key(
+    view: ReadModel, role: str, label: str | None = None, key_id: str | None = None
+) -> tuple[str, str]:
+    """Returns (key id, the key itself). The key is not stored and cannot be shown again.
+    ``key_id`` (the API's, derived from an Idempotency-Key) replaces a random id."""
     check_role(role)
     _check_label(label)
     with view.write(None) as tx:
-        return _insert(tx, role, label)
+        return _insert(tx, role, label, key_id)
 
 
 def well_formed(key: str) -> bool:
@@ -166,7 +169,9 @@ def revoke_key(view: ReadModel, key_id: str) -> KeyInfo:
     return found
 
 
-def rotate_key(view: ReadModel, key_id: str, grace_s: int = 0) -> tuple[KeyInfo, str]:
+def rotate_key(
+    view: ReadModel, key_id: str, grace_s: int = 0, new_id: str | None = None
+) -> tuple[KeyInfo, str]:
     """A new key with the old one's role and label (returned with the key itself, shown once);
     the old key works ``grace_s`` longer, then stops. One transaction: both or neither."""
     if not 0 <= grace_s <= GRACE_S_MAX:
@@ -178,7 +183,7 @@ def rotate_key(view: ReadModel, key_id: str, grace_s: int = 0) -> tuple[KeyInfo,
             raise KeyRefused(f"{key_id} is revoked: create a new key instead")
         if old.replaced_by is not None:
             raise KeyRefused(f"{key_id} was already rotated to {old.replaced_by}")
-        new_id, key = _insert(tx, old.role, old.label)
+        new_id, key = _insert(tx, old.role, old.label, new_id)
         tx.execute(
             "UPDATE rm_api_keys SET revoked = %s, replaced_by = %s WHERE id = %s",
             (now + grace_s, new_id, key_id),

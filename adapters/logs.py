@@ -4,12 +4,19 @@ structlog renders every record, its own and the standard library's: the code bas
 ``logging.getLogger(...)``, and so do uvicorn, dramatiq and pika, so the root logger gets one
 handler whose ``ProcessorFormatter`` runs the same processors on all of them. Two renderings:
 ``json`` (one object a line: ``timestamp``, ``level``, ``logger``, ``event``, ``process`` and
-whatever context is bound, such as ``request_id``) for containers and log shippers, and
+whatever context is bound, such as ``request_id`` and a POST's ``idempotency_key``) for
+containers and log shippers, and
 ``console`` for a person at a terminal. The default is ``console`` on a TTY and ``json``
 otherwise; ``SLUICE_LOG_FORMAT`` or ``--log-format`` choose, ``SLUICE_LOG_LEVEL`` sets the level.
 
 Secrets never reach a line: keys that name one (authorization, api keys, webhook secrets,
 passwords) are replaced by ``[redacted]`` whatever logged them.
+
+Every command and fact the ledger runs logs one ``command`` line (``log_command``, called by the
+engine's observer in ``adapters.metrics``: ``ledger`` imports no logging library) with the
+command's name, outcome, idempotency key and the ids it touched (``account_id``, ``payout_id``,
+``payment_id``, …). Group commit records concurrent requests' commands in one thread's batch:
+a command line carries the ``request_id`` only of the request whose command it is.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ LOG_LEVEL_ENV = "SLUICE_LOG_LEVEL"
 FORMATS = ("json", "console")
 REQUEST_ID_HEADER = "request-id"  # Stripe's name for it; X-Request-Id is accepted too
 REQUEST_ID_LEN_MAX = 200  # a client's id is echoed and logged: bounded, printable only
+IDEMPOTENCY_KEY_LEN_MAX = 255  # the API's own bound (longer ones are refused, not logged)
 
 # Context keys whose values are secrets, matched on the lowercased key.
 SECRET_KEY_PARTS = ("authorization", "api_key", "secret", "password", "token", "signing_key")
@@ -54,6 +62,9 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     for key in list(event):
         if any(part in key.lower() for part in SECRET_KEY_PARTS):
             event[key] = "[redacted]"
+    for key in ("request_id", "idempotency_key"):
+        if key in event and event[key] is None:
+            del event[key]  # unset by log_command: another request's command
     return event
 
 
@@ -137,6 +148,16 @@ def _request_id(scope: MutableMapping[str, Any]) -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
+def _idempotency_key(scope: MutableMapping[str, Any]) -> str | None:
+    """A POST's Idempotency-Key as sent (bounded, printable), for its lines; not a secret."""
+    for name, value in scope.get("headers", []):
+        if name == b"idempotency-key":
+            text = value.decode("latin-1")
+            if len(text) <= IDEMPOTENCY_KEY_LEN_MAX and text.isprintable() and text.strip():
+                return text
+    return None
+
+
 class RequestContext:
     """Binds a ``request_id`` to every log line a request causes (its handler's thread
     included: Starlette copies the context into its thread pool) and answers it in the
@@ -150,7 +171,10 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = _request_id(scope)
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound: dict[str, Any] = {"request_id": request_id}
+        if (key := _idempotency_key(scope)) is not None:
+            bound["idempotency_key"] = key
+        tokens = structlog.contextvars.bind_contextvars(**bound)
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -179,3 +203,44 @@ def use(fmt: str | None, level: str | None, *, process: str | None = None) -> st
         os.environ[LOG_LEVEL_ENV] = level
     default = "INFO" if process in LONG_RUNNING else "WARNING"
     return configure(fmt, level, process=process, default_level=default)
+
+
+# Commands ---------------------------------------------------------------------------------------
+
+command_log = logging.getLogger("sluice.commands")
+
+
+def _own(result_key: str, request_key: Any) -> bool:
+    """Whether a command's idempotency key is the current request's (or one of its sub-keys:
+    an account update issues ``<key>/update``, ``<key>/schedule``, …)."""
+    return isinstance(request_key, str) and (
+        result_key == request_key or result_key.startswith(f"{request_key}/")
+    )
+
+
+def command_fields(name: str, result: Any, outcome: str, seconds: float) -> dict[str, Any]:
+    """A command line's fields: name, outcome, duration, and from its result the idempotency
+    key, the ids it touched (``account_id``, ``payout_id``, …) and a refusal's code."""
+    fields: dict[str, Any] = {
+        "command": name,
+        "outcome": outcome,
+        "duration_ms": round(seconds * 1000, 1),
+    }
+    if result is not None:
+        fields["idempotency_key"] = result.idempotency_key
+        fields |= {f"{kind}_id": value for kind, value in sorted(result.ids.items())}
+        if result.error is not None:
+            fields["error_code"] = result.error.code
+    context = structlog.contextvars.get_contextvars()
+    if "request_id" in context and (
+        result is None or not _own(result.idempotency_key, context.get("idempotency_key"))
+    ):
+        fields["request_id"] = None  # recorded in this request's batch, but not its command
+    if "idempotency_key" not in fields and "idempotency_key" in context:
+        fields["idempotency_key"] = None  # the batch failed: this request's key is not its own
+    return fields
+
+
+def log_command(name: str, result: Any, outcome: str, seconds: float) -> None:
+    """One line per command or fact run (INFO; a refusal is INFO too: the caller answers it)."""
+    command_log.info("command", extra=command_fields(name, result, outcome, seconds))

@@ -11,10 +11,14 @@ Read from the store on each scrape (``StoreCollector``, bounded by ``SCRAPE_TIME
 deadline closes a connection still busy past it, so a scrape never hangs; a failed read says
 ``sluice_metrics_store_up 0`` instead of failing the whole scrape):
 - ``sluice_projection_lag_events`` / ``sluice_projection_lag_seconds{projection}``;
-- ``sluice_relay_lag_events{relay}``: events after the relay's stored position;
+- ``sluice_relay_lag_events{relay}``: events after the relay's stored position, and
+  ``sluice_relay_lag_seconds{relay}``: recorded-time distance from its last published event to
+  the log's head (as for the read models);
 - ``sluice_inbox_events{status}``: the webhook inbox (``pending`` is the backlog, ``parked``,
   ``failed`` needs a person);
-- ``sluice_payouts{status}``: payouts by status from the read model, ``held`` included.
+- ``sluice_payouts{status}``: payouts by status from the read model, ``held`` included;
+- ``sluice_reconciliation_breaks_open{name}``: open reconciliation breaks by name
+  (``missing_in_ledger``, ``amount_mismatch``, …; read model ``rm_recon_breaks``).
 
 Read from RabbitMQ on each scrape (``QueueCollector``, passive declares: nothing is created or
 consumed): ``sluice_queue_messages{queue}``, ``sluice_queue_delayed_messages{queue}`` (``.DQ``)
@@ -51,6 +55,7 @@ log = logging.getLogger("sluice.metrics")
 SCRAPE_TIMEOUT_S = 2.0  # one scrape's store reads together; Prometheus' default timeout is 10 s
 BROKER_TIMEOUT_S = 2.0  # connect and socket timeouts of the queue-depth probe
 UNMATCHED_ROUTE = "unmatched"  # 404s share one series: raw paths would make unbounded ones
+LOGGED_PARAMS = ("account_id", "payout_id")  # path parameters an access line carries
 PAYOUT_STATUSES = ("pending", "held", "in_transit", "paid", "failed", "canceled")
 INBOX_STATUSES = ("pending", "parked", "processed", "ignored", "failed", "unparseable")
 
@@ -109,10 +114,14 @@ def _outcome(result: Any) -> str:
 
 
 def observe_command(name: str, result: Any, seconds: float) -> None:
-    """The engine's observer (``ledger.engine.set_command_observer``)."""
+    """The engine's observer (``ledger.engine.set_command_observer``): counts the command and
+    logs its line (``adapters.logs.log_command``)."""
+    from adapters.logs import log_command
+
     outcome = _outcome(result)
     COMMANDS.labels(name, outcome).inc()
     COMMAND_LATENCY.labels(name, outcome).observe(seconds)
+    log_command(name, result, outcome, seconds)
 
 
 def observe_commands() -> None:
@@ -167,6 +176,7 @@ class HttpMetrics:
             route, method = route_template(self.fastapi_app, scope), scope["method"]
             HTTP_REQUESTS.labels(route, method, str(status[0])).inc()
             HTTP_LATENCY.labels(route, method).observe(elapsed)
+            ids = {k: v for k, v in scope.get("path_params", {}).items() if k in LOGGED_PARAMS}
             log.info(
                 "http request",
                 extra={
@@ -175,6 +185,7 @@ class HttpMetrics:
                     "path": scope["path"],
                     "status": status[0],
                     "duration_ms": round(elapsed * 1000, 1),
+                    **ids,
                 },
             )
 
@@ -207,6 +218,14 @@ def projection_lag(ledger: Any, view: Any) -> Iterator[Metric]:
     )
 
 
+def _recorded_s(ledger: Any, position: int) -> float | None:
+    """When the event at ``position`` (or the first one after it) was recorded, unix seconds."""
+    page = ledger.recorder.select_notifications(start=max(1, position), limit=1)
+    if not page:
+        return None
+    return float(ledger.mapper.to_domain_event(page[0]).timestamp.timestamp())
+
+
 def relay_lag(ledger: Any, view: Any) -> Iterator[Metric]:
     head = ledger.recorder.max_notification_id() or 0
     with view.read() as tx:
@@ -217,6 +236,19 @@ def relay_lag(ledger: Any, view: Any) -> Iterator[Metric]:
         "Log positions after the relay's stored position (its events not yet published).",
         "relay",
         ((str(r["name"]), max(0, head - int(r["position"]))) for r in rows),
+    )
+    head_s = _recorded_s(ledger, head) if head else None
+    lag_s: list[tuple[str, float]] = []
+    for row in rows:
+        position = int(row["position"])
+        seen_s = _recorded_s(ledger, position) if position < head else None
+        behind = 0.0 if seen_s is None or head_s is None else max(0.0, head_s - seen_s)
+        lag_s.append((str(row["name"]), behind))
+    yield _gauge(
+        "sluice_relay_lag_seconds",
+        "Recorded-time distance from the relay's last published event to the log's head.",
+        "relay",
+        lag_s,
     )
 
 
@@ -247,12 +279,32 @@ def payouts_by_status(_: Any, view: Any) -> Iterator[Metric]:
     )
 
 
+def reconciliation_breaks(_: Any, view: Any) -> Iterator[Metric]:
+    from ledger.reconciliation import BREAK_NAMES, OPEN
+
+    with view.read() as tx:
+        tx.execute(
+            "SELECT name AS status, COUNT(*) AS n FROM rm_recon_breaks WHERE status = %s"
+            " GROUP BY name",
+            (OPEN,),
+        )
+        found = {str(r["status"]): int(r["n"]) for r in tx.all()}
+    names = [(name, found.pop(name, 0)) for name in BREAK_NAMES] + sorted(found.items())
+    yield _gauge(
+        "sluice_reconciliation_breaks_open",
+        "Open reconciliation breaks (Sluice and Stripe disagree), by name.",
+        "name",
+        names,
+    )
+
+
 StorePart = Callable[[Any, Any], Iterator[Metric]]
 ALL_STORE_PARTS: tuple[StorePart, ...] = (
     projection_lag,
     relay_lag,
     inbox_events,
     payouts_by_status,
+    reconciliation_breaks,
 )
 
 

@@ -1,6 +1,6 @@
 """A container health probe: ``python -m adapters.probe URL`` exits 0 when ``URL`` answers 2xx
 within ``PROBE_TIMEOUT_S``, 1 otherwise (the image has no curl; every process serves HTTP:
-the API its ``/healthz``, the others their metrics port)."""
+the API its ``/healthz`` and ``/readyz``, the others theirs on ``--health-port``)."""
 
 from __future__ import annotations
 

@@ -163,6 +163,18 @@ class Settings(BaseSettings):
     metrics_http: bool = Field(
         default=True, description="whether the API serves `/metrics` (no key, counts only)"
     )
+    health_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65_535,
+        description="the `/healthz` and `/readyz` port of a relay, scheduler, projector or "
+        "workers (unset: none; `--health-port` too)",
+    )
+    health_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="the address health ports listen on (a container sets `0.0.0.0`)",
+    )
 
     reconcile_interval_s: float = Field(
         default=3600.0,

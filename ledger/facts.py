@@ -177,6 +177,8 @@ class PayoutStatusReported(Fact):
     status: str
     stripe_payout_id: str | None = None
     failure_code: str | None = None
+    # Stripe's details of the payout, verbatim (Payout.Reported); None: not reported.
+    details: dict[str, str | int | bool | None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -445,6 +447,8 @@ def _payout_status_reported(s: Scope, f: PayoutStatusReported) -> dict[str, str]
         raise PayoutNotFoundError(f"no such payout: {f.payout_id}", param="payout")
     if f.stripe_payout_id is not None and payout.stripe_payout_id is None:
         payout.submitted(f.stripe_payout_id, s.when)
+    if f.details is not None:
+        payout.report(f.details, s.when)
     if f.status == payout.status:
         return {"payout": f.payout_id}  # the submission alone
     if f.status == IN_TRANSIT or (f.status == PAID and IN_TRANSIT in TRANSITIONS[payout.status]):

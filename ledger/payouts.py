@@ -118,6 +118,28 @@ class Payout(Aggregate):
         def apply(self, payout: Payout) -> None:
             payout._moved_to(CANCELED, self.effective_at)
 
+    class Reported(Aggregate.Event):
+        """The payout as Stripe reports it (added with issue 14): its ``po_`` id, arrival date
+        (unix seconds), destination (the external account's id) and failure, verbatim."""
+
+        stripe_payout_id: str
+        arrival_date: int | None
+        destination: str | None
+        failure_code: str | None
+        failure_message: str | None
+        effective_at: datetime
+        automatic: bool | None = None  # made by Stripe on the account's schedule
+
+        def apply(self, payout: Payout) -> None:
+            payout.stripe_report = {
+                "automatic": self.automatic,
+                "stripe_payout_id": self.stripe_payout_id,
+                "arrival_date": self.arrival_date,
+                "destination": self.destination,
+                "failure_code": self.failure_code,
+                "failure_message": self.failure_message,
+            }
+
     class Converted(JournalEvent):
         """Stripe converted the payout for a bank in another currency (``ledger.payout_fx``):
         its funds in transit are now ``bank_amount_minor`` of ``bank_currency``, at Stripe's
@@ -161,6 +183,8 @@ class Payout(Aggregate):
     holds: int
     stripe_fee_minor: int  # set by FeeCharged (absent: no fee)
     application_fee_minor: int  # set by FeeCharged: the platform's fee on this payout
+    # Set by Reported (absent on payouts Stripe never reported on).
+    stripe_report: dict[str, str | int | bool | None]
     # Set by Converted (absent on payouts Stripe never converted).
     bank_currency: str
     bank_amount_minor: int
@@ -229,6 +253,41 @@ class Payout(Aggregate):
         self.trigger_event(
             self.Submitted,
             stripe_payout_id=stripe_payout_id,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    @property
+    def reported(self) -> dict[str, str | int | bool | None] | None:
+        """Stripe's details of the payout as last reported (None: never reported)."""
+        return getattr(self, "stripe_report", None)
+
+    def report(self, details: dict[str, str | int | bool | None], when: When) -> None:
+        """Records Stripe's details of the payout; the same details again record nothing."""
+        if details == self.reported:
+            return
+        stripe_id = details.get("stripe_payout_id")
+        if not isinstance(stripe_id, str) or not stripe_id.startswith("po_"):
+            raise InvalidParameterError(
+                "a Stripe payout id starts with po_", param="stripe_payout_id"
+            )
+        arrival, automatic = details.get("arrival_date"), details.get("automatic")
+        if automatic is not None and not isinstance(automatic, bool):
+            raise InvalidParameterError("automatic is true or false", param="automatic")
+        if arrival is not None and (
+            not isinstance(arrival, int) or isinstance(arrival, bool) or arrival < 0
+        ):
+            raise InvalidParameterError("arrival_date is unix seconds", param="arrival_date")
+        texts = {k: details.get(k) for k in ("destination", "failure_code", "failure_message")}
+        for key, value in texts.items():
+            if value is not None and not isinstance(value, str):
+                raise InvalidParameterError(f"{key} is a string", param=key)
+        self.trigger_event(
+            self.Reported,
+            stripe_payout_id=stripe_id,
+            arrival_date=arrival,
+            automatic=automatic,
+            **texts,
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )

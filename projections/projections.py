@@ -359,7 +359,10 @@ class PayoutsProjection(LedgerProjection):
         " timeline TEXT NOT NULL,"
         # Migration 0007: the payout's fees and Stripe's conversion (ledger.payout_fx).
         " stripe_fee BIGINT, application_fee BIGINT, bank_currency TEXT, bank_amount BIGINT,"
-        " exchange_rate TEXT)",
+        " exchange_rate TEXT,"
+        # Migration 0008: the payout as Stripe reports it (Payout.Reported).
+        " stripe_payout_id TEXT, arrival_date BIGINT, destination TEXT, failure_message TEXT,"
+        " automatic INTEGER)",
         "CREATE INDEX IF NOT EXISTS ix_payouts_account ON rm_payouts (account_id, position, id)",
     )
     STATUS: ClassVar[dict[type, str]] = {
@@ -377,6 +380,9 @@ class PayoutsProjection(LedgerProjection):
             return
         if isinstance(domain_event, Payout.FeeCharged | Payout.Converted):
             self._priced(domain_event, tracking)
+            return
+        if isinstance(domain_event, Payout.Reported):
+            self._reported(domain_event, tracking)
             return
         status = self.STATUS.get(type(domain_event))
         if status is None and not isinstance(domain_event, Payout.Submitted):
@@ -421,6 +427,24 @@ class PayoutsProjection(LedgerProjection):
         self.tx.execute(
             f"UPDATE rm_payouts SET {sets}, position = %s WHERE aggregate_id = %s",
             (*values, tracking.notification_id, str(event.originator_id)),
+        )
+
+    def _reported(self, event: Payout.Reported, tracking: Tracking) -> None:
+        """Stripe's id, arrival date, destination and failure of the payout, as reported."""
+        self.tx.execute(
+            "UPDATE rm_payouts SET stripe_payout_id = %s, arrival_date = %s, destination = %s,"
+            " failure_code = COALESCE(%s, failure_code), failure_message = %s, automatic = %s,"
+            " position = %s WHERE aggregate_id = %s",
+            (
+                event.stripe_payout_id,
+                event.arrival_date,
+                event.destination,
+                event.failure_code,
+                event.failure_message,
+                None if event.automatic is None else int(event.automatic),
+                tracking.notification_id,
+                str(event.originator_id),
+            ),
         )
 
     def _requested(self, domain_event: Payout.Requested, tracking: Tracking) -> None:

@@ -106,6 +106,12 @@ def payout(row: dict[str, Any]) -> dict[str, Any]:
         "bank_currency": row.get("bank_currency"),
         "bank_amount": row.get("bank_amount"),
         "exchange_rate": row.get("exchange_rate"),
+        # The payout as Stripe reports it (Payout.Reported); None: not reported yet.
+        "stripe_payout_id": row.get("stripe_payout_id"),
+        "arrival_date": row.get("arrival_date"),
+        "destination": row.get("destination"),
+        "failure_message": row.get("failure_message"),
+        "automatic": None if row.get("automatic") is None else bool(row["automatic"]),
     }
 
 

@@ -38,15 +38,29 @@ def _open(settings: Settings) -> tuple[Any, Any]:
     return bootstrap(settings, role="worker"), read_model(settings, role="worker")
 
 
-def _take_lock(settings: Settings, name: str, wait_s: float, stop: threading.Event) -> Any:
-    """The store's ``name`` lock, waiting at most ``wait_s``; None (after saying who holds it,
-    on one line) when another instance keeps it: a second relay or scheduler, or a ``--once``
-    beside a running one, never starts silently."""
+def _take_lock(
+    settings: Settings, name: str, args: argparse.Namespace, stop: threading.Event
+) -> tuple[Any, Any, Any, Any] | None:
+    """The store's ``name`` lock, then the ledger, the read model and the health server (with
+    ``--health-port``). The lock is tried first, before anything is opened; with ``--wait``
+    an instance that did not get it opens the store and serves its health while it waits (a
+    standby: alive, not ready). None (after saying who holds it, on one line) when another
+    instance keeps it: a second relay or scheduler, or a ``--once`` beside a running one,
+    never starts silently."""
+    from adapters import health
     from workers.singleton import Singleton
 
     lock = Singleton(settings, name)
-    if lock.wait_acquire(max(0.0, wait_s), stop):
-        return lock
+    held = lock.try_acquire()
+    if held or args.wait > 0:
+        ledger, view = _open(settings)
+        server = health.serve(
+            args.health_port, name, settings, view, locks={name: lock}, broker_url=broker_url()
+        )
+        if held or lock.wait_acquire(args.wait, stop):
+            return lock, ledger, view, server
+        health.close(server)
+        ledger.close()
     print(f"error: {lock.busy_message(name)}", file=sys.stderr)
     lock.close()
     return None
@@ -58,12 +72,12 @@ def relay(args: argparse.Namespace) -> int:
 
     settings = Settings()
     stop = _stop_on_signals()
-    lock = _take_lock(settings, RELAY_LOCK, args.wait, stop)
-    if lock is None:
+    started = _take_lock(settings, RELAY_LOCK, args, stop)
+    if started is None:
         return 2
+    lock, ledger, view, health_server = started
     broker = make_broker(broker_url())
     setup(broker, queue_prefix())
-    ledger, view = _open(settings)
     metrics = _serve_metrics(args, "relay", ledger, view)
     try:
         runner = Relay(ledger, view, settings, name=args.name)
@@ -75,6 +89,7 @@ def relay(args: argparse.Namespace) -> int:
     finally:
         lock.close()
         _stop_metrics(metrics)
+        _stop_metrics(health_server)
         broker.close()
         ledger.close()
     return 0
@@ -86,12 +101,12 @@ def scheduler(args: argparse.Namespace) -> int:
 
     settings = Settings()
     stop = _stop_on_signals()
-    lock = _take_lock(settings, SCHEDULER_LOCK, args.wait, stop)
-    if lock is None:
+    started = _take_lock(settings, SCHEDULER_LOCK, args, stop)
+    if started is None:
         return 2
+    lock, ledger, view, health_server = started
     broker = make_broker(broker_url())
     setup(broker, queue_prefix())
-    ledger, view = _open(settings)
     metrics = _serve_metrics(args, "scheduler", ledger, view)
     try:
         runner = Scheduler(ledger, view, settings)
@@ -106,6 +121,7 @@ def scheduler(args: argparse.Namespace) -> int:
     finally:
         lock.close()
         _stop_metrics(metrics)
+        _stop_metrics(health_server)
         broker.close()
         ledger.close()
     return 0
@@ -119,7 +135,7 @@ def _serve_metrics(args: argparse.Namespace, process: str, ledger: Any, view: An
     if process == "relay":
         collectors: list[Any] = [metrics.StoreCollector(ledger, view, [metrics.relay_lag])]
     else:
-        parts = [metrics.inbox_events, metrics.payouts_by_status]
+        parts = [metrics.inbox_events, metrics.payouts_by_status, metrics.reconciliation_breaks]
         collectors = [
             metrics.StoreCollector(ledger, view, parts),
             metrics.QueueCollector(broker_url(), queue_names(queue_prefix())),
@@ -128,6 +144,7 @@ def _serve_metrics(args: argparse.Namespace, process: str, ledger: Any, view: An
 
 
 def _stop_metrics(server: Any) -> None:
+    """Stops a metrics or health server (None: there is none)."""
     if server is not None:
         server.shutdown()
 
@@ -160,6 +177,10 @@ def worker(args: argparse.Namespace) -> int:
             }
         )
     argv = ["workers.main", "--processes", str(args.processes), "--threads", str(args.threads)]
+    if args.health_port is not None:
+        # A process of its own, forked by dramatiq's main process (adapters.health).
+        os.environ["SLUICE_HEALTH_PORT"] = str(args.health_port)
+        argv += ["--fork-function", "adapters.health:worker_health"]
     result: int = dramatiq_main(make_argument_parser().parse_args([*argv, "--skip-logging"]))
     return result
 
@@ -204,7 +225,9 @@ def dead_letters(args: argparse.Namespace) -> int:
 
 
 def _metrics_port_option(parser: argparse.ArgumentParser) -> None:
+    """``--metrics-port`` and ``--health-port`` (each defaults to its setting)."""
     parser.add_argument("--metrics-port", type=int, default=Settings().metrics_port)
+    parser.add_argument("--health-port", type=int, default=Settings().health_port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,9 @@ broker = make_broker(broker_url())
 if Settings().metrics_port is not None:  # `sluice worker --metrics-port` sets it
     from dramatiq.middleware.prometheus import Prometheus
 
-    from adapters.metrics import observe_commands
-
     broker.add_middleware(Prometheus())
-    observe_commands()
+# Imported after the multiprocess setup above: counts every command and logs its line.
+from adapters.metrics import observe_commands  # noqa: E402
+
+observe_commands()
 actors = setup(broker, queue_prefix())

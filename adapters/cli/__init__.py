@@ -46,6 +46,21 @@ from adapters.settings import settings_problem
 from ledger.errors import SluiceError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Sluice funds-routing ledger")
+DISTRIBUTION = "sluice-ledger"  # pyproject's [project] name
+
+
+def _print_version(asked: bool) -> None:
+    """``sluice --version``: the installed distribution's version (its package metadata)."""
+    if not asked:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        print(f"sluice {version(DISTRIBUTION)}")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        console.print(f"[red]error[/] {DISTRIBUTION} is not installed: run `pip install -e .`")
+        raise typer.Exit(2) from None
+    raise typer.Exit(0)
 
 
 @app.callback()
@@ -55,6 +70,9 @@ def _logging(
         None, help="json or console (default: console on a terminal, else json; SLUICE_LOG_FORMAT)"
     ),
     log_level: str | None = typer.Option(None, help="DEBUG, INFO, … (SLUICE_LOG_LEVEL; INFO)"),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version"
+    ),
 ) -> None:
     from adapters.logs import use
 

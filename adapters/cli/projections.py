@@ -37,14 +37,17 @@ def _projector(ledger: Any, view: Any, names: list[str] | None) -> Any:
         _fail(str(error.args[0]))
 
 
-def _take_locks(settings: Settings, names: list[str], wait_s: float) -> dict[str, Any]:
-    """Every named read model's projector lock (one projector per read model), waiting at most
-    ``wait_s`` in all; exits 2 naming the holder when another projector keeps one."""
+def _take_locks(
+    settings: Settings, names: list[str], wait_s: float, locks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every named read model's projector lock (one projector per read model; ``locks`` if
+    made already), waiting at most ``wait_s`` in all; exits 2 naming the holder when another
+    projector keeps one."""
     import time
 
     from adapters.bootstrap import projector_locks
 
-    locks = projector_locks(settings, names)
+    locks = locks if locks is not None else projector_locks(settings, names)
     end = time.monotonic() + max(0.0, wait_s)
     for name, lock in locks.items():
         if not lock.wait_acquire(max(0.0, end - time.monotonic())):
@@ -68,16 +71,38 @@ def project_run(
         int | None, typer.Option(help="Serve Prometheus metrics on this port (SLUICE_METRICS_PORT)")
     ] = None,
     wait: Wait = 0.0,
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /healthz and /readyz on this port (SLUICE_HEALTH_PORT)"),
+    ] = None,
 ) -> None:
     """Follow the event log and keep the read models current (one projector per read model: a
-    second one, --once included, exits 2 naming the running one)."""
-    from adapters.bootstrap import bootstrap, follow_log, read_model
+    second one, --once included, exits 2 naming the running one, or with --wait stands by,
+    alive but not ready)."""
+    from adapters import health
+    from adapters.bootstrap import bootstrap, projector_locks, read_model
 
     settings = _settings(database_url)
     ledger = bootstrap(settings, role="projector")
     view = read_model(settings, role="projector")
     runner = _projector(ledger, view, names)
-    locks = _take_locks(settings, list(runner.projections), wait)
+    locks = projector_locks(settings, list(runner.projections))
+    port = health_port if health_port is not None else settings.health_port
+    probes = health.serve(port, "projector", settings, view, locks=locks)
+    try:
+        locks = _take_locks(settings, list(runner.projections), wait, locks)
+        _project(runner, locks, once, settings, metrics_port)
+    finally:
+        health.close(probes)
+
+
+def _project(
+    runner: Any, locks: dict[str, Any], once: bool, settings: Settings, metrics_port: int | None
+) -> None:
+    """Catches up once, or follows the log until SIGTERM (the locks held, released at the end)."""
+    from adapters.bootstrap import follow_log
+
+    ledger, view = runner.ledger, runner.view
     if once:
         try:
             for name, applied in runner.run_once().items():

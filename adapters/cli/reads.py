@@ -117,6 +117,12 @@ def transactions_cmd(
     )
 
 
+PAYOUT_TABLE_COLUMNS = [
+    "id", "account", "created", "currency", "amount", "status", "failure / hold",
+    "stripe payout", "arrival", "destination",
+]  # fmt: skip
+
+
 @commands.command("payouts")
 def payouts_cmd(
     account: Annotated[str | None, typer.Option(help="only this account's payouts")] = None,
@@ -136,7 +142,7 @@ def payouts_cmd(
     console.print(
         _money_table(
             "Payouts",
-            ["id", "account", "created", "currency", "amount", "status", "failure / hold"],
+            PAYOUT_TABLE_COLUMNS,
             [
                 [
                     r["id"],
@@ -146,6 +152,9 @@ def payouts_cmd(
                     format_minor(r["amount"], r["currency"]),
                     r["status"],
                     _reason(r),
+                    r.get("stripe_payout_id") or "",
+                    _day(r["arrival_date"]) if r.get("arrival_date") else "",
+                    r.get("destination") or "",
                 ]
                 for r in rows
             ],
@@ -158,7 +167,8 @@ def _reason(payout: dict[str, Any]) -> str:
     hold = payout.get("hold")
     if hold:
         return ": ".join(str(part) for part in (hold["reason_code"], hold["message"]) if part)
-    return str(payout["failure_code"] or "")
+    parts = (payout["failure_code"], payout.get("failure_message"))  # Stripe's, verbatim
+    return ": ".join(str(part) for part in parts if part)
 
 
 @commands.command("revenue")

@@ -29,8 +29,15 @@ Wait = Annotated[
 ]
 
 
-def _metrics_args(port: int | None) -> list[str]:
-    return ["--metrics-port", str(port)] if port is not None else []
+HealthPort = Annotated[
+    int | None,
+    typer.Option(help="Serve /healthz and /readyz on this port (SLUICE_HEALTH_PORT)"),
+]
+
+
+def _metrics_args(port: int | None, health_port: int | None = None) -> list[str]:
+    metrics = ["--metrics-port", str(port)] if port is not None else []
+    return metrics + (["--health-port", str(health_port)] if health_port is not None else [])
 
 
 worker_app = typer.Typer(help="dramatiq workers (payouts, webhooks, releases)")
@@ -47,6 +54,7 @@ def worker(
     processes: Annotated[int, typer.Option(help="Worker processes")] = 2,
     threads: Annotated[int, typer.Option(help="Threads per process")] = 4,
     metrics_port: MetricsPort = None,
+    health_port: HealthPort = None,
 ) -> None:
     """Run the dramatiq workers (``dramatiq workers.main``; SLUICE_BROKER_URL picks the broker)."""
     if ctx.invoked_subcommand is None:
@@ -58,7 +66,7 @@ def worker(
             str(processes),
             "--threads",
             str(threads),
-            *_metrics_args(metrics_port),
+            *_metrics_args(metrics_port, health_port),
         )
 
 
@@ -75,12 +83,13 @@ def relay(
     once: Annotated[bool, typer.Option(help="Publish what is pending, then exit")] = False,
     metrics_port: MetricsPort = None,
     wait: Wait = 0.0,
+    health_port: HealthPort = None,
 ) -> None:
     """Publish the messages the Ledger's events call for (one active relay: a second one exits
-    2 naming the running one)."""
+    2 naming the running one, or with --wait stands by, alive but not ready)."""
     _exec_python(
-        "-m", "workers.cli", "relay", *(["--once"] if once else []), *_metrics_args(metrics_port),
-        "--wait", str(wait),
+        "-m", "workers.cli", "relay", *(["--once"] if once else []),
+        *_metrics_args(metrics_port, health_port), "--wait", str(wait),
     )  # fmt: skip
 
 
@@ -90,10 +99,11 @@ def scheduler(
     tick: Annotated[float, typer.Option(help="Seconds between ticks")] = 10.0,
     metrics_port: MetricsPort = None,
     wait: Wait = 0.0,
+    health_port: HealthPort = None,
 ) -> None:
     """Enqueue releases, scheduled payouts, inbox passes and sweeps (one active scheduler: a
-    second one exits 2 naming the running one)."""
+    second one exits 2 naming the running one, or with --wait stands by, alive but not ready)."""
     _exec_python(
         "-m", "workers.cli", "scheduler", "--tick", str(tick), *(["--once"] if once else []),
-        *_metrics_args(metrics_port), "--wait", str(wait),
+        *_metrics_args(metrics_port, health_port), "--wait", str(wait),
     )  # fmt: skip

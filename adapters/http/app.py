@@ -23,11 +23,14 @@ from adapters.audit_schedule import scheduled_checkpoints
 from adapters.bootstrap import bootstrap, follow_log, projector_locks, read_model
 from adapters.http import (
     accounts,
+    api_keys,
     dashboard,
     errors,
+    payout_reports,
     proofs,
     reads,
     reconciliation,
+    risk,
     webhooks,
     writes,
 )
@@ -64,8 +67,8 @@ Authenticate with `Authorization: Bearer <key>` (`sluice keys create --role …`
 Every request has a deadline (`SLUICE_HTTP_REQUEST_TIMEOUT_S`, 10 s by default): past it the
 answer is `503` with `Retry-After` and the code `deadline_exceeded`, and nothing was
 half-written (retry a POST with the same `Idempotency-Key`). `GET /healthz` is liveness (no key,
-no store, says only `ok`); `GET /readyz` says whether the store answers in time; details need a
-key (`GET /v1/status`).
+no store, says only `ok`); `GET /readyz` says whether the store answers in time and is migrated;
+details need a key (`GET /v1/status`). Admin keys manage API keys under `/v1/keys`.
 """
 
 
@@ -155,7 +158,9 @@ def _add_guards(app: FastAPI, settings: Settings) -> None:
         accounts.router,
         reads.router,
         proofs.router,
+        risk.router,
         writes.router,
+        api_keys.router,
     )
     api_routes = [route for router in routers for route in router.routes]
     app.add_middleware(FormBodies, routes=api_routes)
@@ -169,13 +174,21 @@ def _include_routers(app: FastAPI) -> None:
     guarded = [Depends(authorize), Depends(reject_unknown_query)]
     app.include_router(reads.public_router)
     app.include_router(webhooks.router, dependencies=[Depends(authorize)])
-    for read_router in (accounts.router, reads.router, proofs.router, reconciliation.router):
+    for read_router in (
+        accounts.router,
+        reads.router,
+        payout_reports.router,
+        proofs.router,
+        reconciliation.router,
+        risk.router,
+    ):
         app.include_router(read_router, dependencies=guarded, responses=errors.COMMON_ERRORS)
-    app.include_router(
-        writes.router,
-        dependencies=guarded,
-        responses=errors.COMMON_ERRORS | errors.WRITE_ERRORS,
-    )
+    for write_router in (writes.router, api_keys.router):
+        app.include_router(
+            write_router,
+            dependencies=guarded,
+            responses=errors.COMMON_ERRORS | errors.WRITE_ERRORS,
+        )
     dashboard.mount(app)  # /dashboard: HTML over the same read models, signed in with a key
 
 

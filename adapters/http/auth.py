@@ -91,6 +91,7 @@ POLICY: dict[str, Access] = {
     "retrieve_revenue": _access(*_QUERY),
     "retrieve_balance_change_report": _access(*_QUERY, ACCOUNT, scope="query"),
     "list_seller_summaries": _access(*_QUERY, ACCOUNT, scope="query"),
+    "retrieve_payout_reconciliation_report": _access(*_QUERY, ACCOUNT, scope="query"),
     # Reconciliation: breaks, clearing books, balance agreement (issue 14).
     "list_reconciliation_breaks": _access(*_QUERY),
     "reconciliation_balances": _access(*_QUERY),

@@ -31,6 +31,7 @@ from adapters.http.support import Sluice, ctx
 from adapters.keys import Principal
 from ledger.errors import SluiceError
 from ledger.money import exponent, format_minor
+from ledger.reconciliation import BREAK_NAMES
 from projections import dashboard as q
 from projections.accounts import all_accounts, list_accounts
 from projections.queries import list_balance_transactions
@@ -62,6 +63,15 @@ TRANSACTION_COLUMNS = (
     "id type reporting_category amount fee net currency status created available_on source".split()
 )
 PAYOUT_COLUMNS = "id account amount currency status failure_code created updated".split()
+CLEARING_COLUMNS = "account name currency amount".split()
+EXPOSURE_COLUMNS = (
+    "account name currency available reserved negative_balance losses_covered_by"
+    " platform_exposure".split()
+)
+BREAK_COLUMNS = (
+    "id account currency name stripe_object stripe_ref ledger_ref difference_amount"
+    " difference_fee difference_net clearing first_seen detail".split()
+)
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[Sluice, Depends(ctx)]
@@ -229,8 +239,49 @@ def overview(request: Request, s: Ctx, who: Who) -> Response:
         "charts": charts(q.flows(s.view, own)),
         "payouts": q.recent_payouts(s.view, own),
         "lag": _lag(s),
+        "breaks": q.open_breaks(s.view, own),
+        "clearing": q.clearing(s.view, own),
+        "exposure": q.exposure(s.view, own),
     }
     return _page(request, "overview.html", context)
+
+
+@router.get(BASE + "/clearing.csv", name="dashboard_clearing_csv")
+def clearing_csv(s: Ctx, who: Who) -> Response:
+    return _csv(q.clearing(s.view, who.account), CLEARING_COLUMNS, "clearing.csv")
+
+
+@router.get(BASE + "/exposure.csv", name="dashboard_exposure_csv")
+def exposure_csv(s: Ctx, who: Who) -> Response:
+    return _csv(q.exposure(s.view, who.account)["data"], EXPOSURE_COLUMNS, "exposure.csv")
+
+
+@router.get(BASE + "/breaks/{name}", name="dashboard_breaks")
+def breaks_page(name: str, request: Request, s: Ctx, who: Who) -> Response:
+    """The open breaks of one name (an account key: its own account's only)."""
+    if name not in BREAK_NAMES:
+        raise NotVisible()
+    context = {
+        "title": f"Open breaks: {name}",
+        "who": who,
+        "name": name,
+        "breaks": q.breaks_shown(s.view, who.account, name),
+    }
+    return _page(request, "breaks.html", context)
+
+
+@router.get(BASE + "/breaks/{name}/breaks.csv", name="dashboard_breaks_csv")
+def breaks_csv(name: str, s: Ctx, who: Who) -> Response:
+    if name not in BREAK_NAMES:
+        raise NotVisible()
+    rows = [_break_row(b) for b in q.breaks_shown(s.view, who.account, name)]
+    return _csv(rows, BREAK_COLUMNS, f"breaks-{name}.csv")
+
+
+def _break_row(brk: dict[str, Any]) -> dict[str, Any]:
+    difference = brk["difference"]
+    parts = ("amount", "fee", "net")
+    return brk | {f"difference_{part}": difference.get(part, 0) for part in parts}
 
 
 @router.get(BASE + "/balances.csv", name="dashboard_balances_csv")

@@ -342,6 +342,11 @@ class Payout(Reply):
     bank_currency: str | None = Field(None, description="converted: the bank's currency")
     bank_amount: int | None = Field(None, description="converted: what reached the bank")
     exchange_rate: str | None = Field(None, description="converted: Stripe's rate, decimal")
+    stripe_payout_id: str | None = Field(None, description="Stripe's po_ id of the payout")
+    arrival_date: int | None = Field(None, description="Stripe's arrival date, unix seconds")
+    destination: str | None = Field(None, description="the external account Stripe paid to")
+    failure_message: str | None = Field(None, description="Stripe's failure message")
+    automatic: bool | None = Field(None, description="made by Stripe on the account's schedule")
 
 
 class PayoutList(ListReply):

@@ -33,6 +33,8 @@ from adapters.export import PAYOUT_COLUMNS as PAYOUT_COLUMNS_CSV
 from adapters.http.auth import account_filter
 from adapters.http.errors import API_ERROR, ApiError, ErrorEnvelope, envelope, not_found
 from adapters.http.models import ID_PATTERN, TEXT_PATTERN, UNIX_SECONDS_MAX
+from adapters.http.onboarding import requirements_out
+from adapters.http.payout_reports import PayoutFilter, settled_by_payout
 from adapters.http.support import (
     POSITION_HEADER,
     Sluice,
@@ -186,32 +188,40 @@ READY_THREADS = 2  # readiness checks in flight at once (each bounded by its own
 _ready_limiter: list[Any] = []
 
 
-def _check_store(s: Sluice, timeout_s: float) -> None:
-    with deadlines.within(timeout_s), s.view.read() as tx:
-        tx.execute("SELECT 1 AS ready")
-        tx.one()
+def _check_store(s: Sluice, timeout_s: float) -> list[str]:
+    """The migrations still pending (the store answering is the other half of the check)."""
+    from adapters import health
+
+    with deadlines.within(timeout_s):
+        return health.pending_migrations(s.view, health.known_migrations(s.settings))
 
 
 @public_router.get(
     "/readyz",
     name="readyz",
-    summary="Readiness: the store answers within its timeout",
-    responses={503: {"model": ErrorEnvelope, "description": "store_unreachable or store_stalled"}},
+    summary="Readiness: the store answers within its timeout and is migrated",
+    responses={
+        503: {
+            "model": ErrorEnvelope,
+            "description": "store_unreachable, store_stalled or migrations_pending",
+        }
+    },
 )
 async def readyz(request: Request) -> Any:
-    """200 when the store answers ``SELECT 1`` within ``http_ready_timeout_s``; 503 with
-    ``store_stalled`` (no answer in time) or ``store_unreachable`` (refused) otherwise. Runs on
-    threads of its own, so a request backlog never delays it."""
+    """200 when the store answers within ``http_ready_timeout_s`` and no migration is pending;
+    503 with ``store_stalled`` (no answer in time), ``store_unreachable`` (refused) or
+    ``migrations_pending`` (run ``sluice db migrate``) otherwise. Runs on threads of its own,
+    so a request backlog never delays it."""
     import anyio
 
     s: Sluice = request.app.state.sluice
     timeout_s = s.settings.http_ready_timeout_s
     if not _ready_limiter:
         _ready_limiter.append(anyio.CapacityLimiter(READY_THREADS))
-    code, detail = "", ""
+    code, detail, pending = "", "", []
     with anyio.move_on_after(timeout_s + 0.25) as scope:  # the watchdog ends it first
         try:
-            await anyio.to_thread.run_sync(
+            pending = await anyio.to_thread.run_sync(
                 _check_store, s, timeout_s, limiter=_ready_limiter[0], abandon_on_cancel=True
             )
         except deadlines.DeadlineExceeded as error:
@@ -220,6 +230,11 @@ async def readyz(request: Request) -> Any:
             code, detail = "store_unreachable", type(error).__name__
     if scope.cancelled_caught:
         code, detail = "store_stalled", "no answer in time"
+    if not code and pending:
+        from adapters.health import migrations_pending
+
+        problem = migrations_pending(pending)
+        return envelope(503, API_ERROR, problem.code, problem.message, headers={"Retry-After": "1"})
     if code:
         return envelope(
             503,
@@ -293,6 +308,7 @@ def retrieve_account(account_id: AccountId, s: Ctx) -> Any:
         "settings": {"payouts": {"schedule": {**schedule, "minimum_amount": dict(minimums)}}},
         "closed": account.closed,
         "livemode": s.settings.livemode,
+        "requirements": requirements_out(getattr(account, "requirements", None)),
     }
 
 
@@ -329,9 +345,17 @@ def list_balance_transactions(
     starting_after: Cursor = None,
     format: Format = None,
     tz: Tz = None,
+    payout: PayoutFilter = None,
 ) -> Any:
     """JSON: one page, newest first. CSV: every matching row, oldest first, finance-ready
-    (``adapters.export``); ``limit`` and ``starting_after`` page the JSON only."""
+    (``adapters.export``); ``limit`` and ``starting_after`` page the JSON only. ``payout``: what
+    it settled and its own transactions, as Stripe lists them (``adapters.http.payout_reports``)."""
+    if payout is not None:
+        filters = {
+            "currency": currency, "type": type, "source": source,
+            "created_gte": created_gte, "created_lt": created_lt,
+        }  # fmt: skip
+        return settled_by_payout(request, s, payout, filters, wants_csv(request, format), tz)
     account = account_filter(request, account)
     _check_cursor(s, "rm_balance_transactions", starting_after, account)
     position = s.read_position(request, ["balance_transactions"])

@@ -68,6 +68,29 @@ class Ignored(Exception):
 _at = translate.at
 
 
+def payout_details(payout: dict[str, Any]) -> dict[str, str | int | bool | None]:
+    """What Stripe says of a payout, verbatim (``Payout.Reported``): its id, arrival date,
+    destination (the external account's id) and failure."""
+    destination = payout.get("destination")
+    if isinstance(destination, dict):
+        destination = destination.get("id")  # expanded
+    arrival = payout.get("arrival_date")
+    return {
+        "automatic": bool(payout.get("automatic")),
+        "stripe_payout_id": str(payout["id"]),
+        "arrival_date": int(arrival) if arrival is not None else None,
+        "destination": str(destination) if destination is not None else None,
+        "failure_code": payout.get("failure_code"),
+        "failure_message": payout.get("failure_message"),
+    }
+
+
+def _details_digest(details: dict[str, str | int | bool | None]) -> str:
+    """A short, stable name of the details: a details-only fact's idempotency key."""
+    text = json.dumps(details, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass
 class PassReport:
     processed: int = 0
@@ -539,12 +562,14 @@ class Folder:
         # submission ends the hold (ledger.payouts), so it counts as pending here.
         status = PENDING_STATUS if recorded.status == HELD else recorded.status
         moves = PAYOUT_RANK[target] > PAYOUT_RANK[status] or (status == PAID and target == FAILED)
-        if not moves and submit is None:
+        details = payout_details(payout)
+        if not moves and submit is None and details == recorded.reported:
             return  # already there (or further): a stale or repeated event
         when = self._payout_moved_at(payout, target, obj, account)
         self._record(
             facts.PayoutStatusReported(
-                idempotency_key=f"stripe:payout:{payout['id']}:{target if moves else 'submitted'}",
+                idempotency_key=f"stripe:payout:{payout['id']}:{target if moves else 'submitted'}"
+                + ("" if moves or submit is not None else f":{_details_digest(details)}"),
                 effective_at=when if moves else at,
                 payout_id=str(payout_id),
                 status=target if moves else status,
@@ -552,6 +577,7 @@ class Folder:
                 failure_code=str(payout.get("failure_code") or "unknown")
                 if target == FAILED
                 else None,
+                details=details,
             )
         )
 

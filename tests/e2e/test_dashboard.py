@@ -225,6 +225,64 @@ def test_finance_sees_the_demo_accounts_with_the_balances_the_api_gives(
     assert _screenshot(page, "dashboard").stat().st_size > 10_000
 
 
+def _shown_rows(page: Any, selector: str, fields: str) -> list[list[str]]:
+    return list(page.eval_on_selector_all(selector, f"rows => rows.map(r => [{fields}])"))
+
+
+def _shown_exposure(page: Any) -> dict[tuple[str, str, str], int]:
+    cells = page.eval_on_selector_all(
+        "#exposure td[data-book]",
+        "cells => cells.map(c => [c.parentElement.dataset.account,"
+        " c.parentElement.dataset.currency, c.dataset.book, c.dataset.amount])",
+    )
+    return {(a, cur, book): int(amount) for a, cur, book, amount in cells}
+
+
+def _api_exposure(body: dict[str, Any]) -> dict[tuple[str, str, str], int]:
+    books = ("available", "reserved", "negative_balance", "platform_exposure")
+    return {(r["account"], r["currency"], b): r[b] for r in body["data"] for b in books}
+
+
+def test_finance_sees_open_breaks_clearing_books_and_exposure_as_the_api_gives_them(
+    demo: Demo, browser: Browser
+) -> None:
+    page = _sign_in(browser, demo, demo.keys["finance"])
+    shown_breaks = dict(
+        _shown_rows(page, "#open-breaks tr[data-break]", "r.dataset.break, r.dataset.count")
+    )
+    assert len(shown_breaks) == 6  # every break name, open or not
+    for name, count in shown_breaks.items():
+        listed = demo.api.get(f"/v1/reconciliation/breaks?status=open&name={name}&limit=100")
+        assert int(count) == len(listed.json()["data"]), name
+    shown_clearing = _shown_rows(
+        page,
+        "#clearing tr[data-account]",
+        "r.dataset.account, r.dataset.currency, r.dataset.amount",
+    )
+    clearing = demo.api.get("/v1/reconciliation/clearing").json()["data"]
+    assert [(a, c, int(amount)) for a, c, amount in shown_clearing] == [
+        (b["account"], b["currency"], b["amount"]) for b in clearing
+    ]
+    exposure = demo.api.get("/v1/risk/exposure").json()
+    shown = _shown_exposure(page)
+    assert shown == _api_exposure(exposure) and shown
+    assert {account for account, _, _ in shown} <= set(demo.accounts.values())
+    totals = _shown_rows(page, "#exposure tr[data-total]", "r.dataset.total, r.dataset.amount")
+    assert [(c, int(a)) for c, a in totals] == [
+        (t["currency"], t["amount"]) for t in exposure["total_platform_exposure"]
+    ]
+    page.locator("#open-breaks").scroll_into_view_if_needed()
+    assert _screenshot(page, "dashboard-risk", full_page=False).stat().st_size > 10_000
+    page.click("#open-breaks tr[data-break='amount_mismatch'] a")
+    page.wait_for_selector("#breaks")
+    assert page.inner_text("#break-name") == "amount_mismatch"
+    listed = demo.api.get("/v1/reconciliation/breaks?status=open&name=amount_mismatch&limit=100")
+    shown_ids = page.eval_on_selector_all(
+        "#breaks tr[data-break]", "rows => rows.map(r => r.dataset.break)"
+    )
+    assert shown_ids == [b["id"] for b in listed.json()["data"]]
+
+
 def test_an_account_opens_to_its_balance_transactions_and_downloads_them(
     demo: Demo, browser: Browser
 ) -> None:
@@ -259,6 +317,13 @@ def test_an_account_key_sees_only_its_own_account(demo: Demo, browser: Browser) 
     assert response.status == 404
     csv_text = page.request.get(f"{demo.base}/dashboard/balances.csv").text()
     assert {row["account"] for row in csv.DictReader(io.StringIO(csv_text))} == {own}
+    page.goto(f"{demo.base}/dashboard")
+    assert {account for account, _, _ in _shown_exposure(page)} == {own}
+    assert _shown_exposure(page) == _api_exposure(
+        demo.api.get(f"/v1/risk/exposure?account={own}").json()
+    )
+    response = page.goto(f"{demo.base}/dashboard/breaks/no_such_break")
+    assert response.status == 404
 
 
 def test_an_unknown_key_is_refused_and_signing_out_forgets_the_key(

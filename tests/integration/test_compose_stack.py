@@ -76,12 +76,15 @@ class Stack:
     prefix: str
     logs: Path
     ports: dict[str, int] = field(default_factory=dict)
+    health_ports: dict[str, int] = field(default_factory=dict)  # each process's --health-port
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     # Compose → local: hostnames to 127.0.0.1, each service's container ports to free ones.
 
     def local(self, service: str, text: str) -> str:
         own = self.ports[service]  # a health check's URL is the service's own port
+        health = self.health_ports[service]
+        text = re.sub(r"127\.0\.0\.1:9200\b", f"127.0.0.1:{health}", text)
         text = re.sub(r"127\.0\.0\.1:(8000|9100|9191|12111)\b", f"127.0.0.1:{own}", text)
         text = text.replace("http://api:8000", f"http://127.0.0.1:{self.ports['api']}")
         text = text.replace("http://sandbox:12111", f"http://127.0.0.1:{self.ports['sandbox']}")
@@ -92,6 +95,7 @@ class Stack:
         assert command[0] == "sluice", command  # every service runs the one image's CLI
         own = str(self.ports[service])
         args = [own if a in ("8000", "9100", "9191", "12111") else a for a in command[1:]]
+        args = [str(self.health_ports[service]) if a == "9200" else a for a in args]
         return SLUICE + [self.local(service, a) for a in args]
 
     def env(self, service: str) -> dict[str, str]:
@@ -193,6 +197,7 @@ def stack(postgres_url: str, rabbitmq_url: str, tmp_path_factory: Any) -> Iterat
     )
     (s.logs / "prometheus").mkdir()
     s.ports = {name: free_port() for name in s.services}
+    s.health_ports = {name: free_port() for name in s.services}
     try:
         yield s
     finally:
