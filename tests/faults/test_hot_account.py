@@ -28,9 +28,14 @@ def test_every_valid_payment_through_a_hot_account_is_accepted_across_processes(
 ) -> None:
     with fresh_schema(postgres_url) as url:
         key = prepare_store(url)
-        servers = [
-            Serve(sluice_env(SLUICE_DATABASE_URL=url), projector=False) for _ in range(PROCESSES)
-        ]
+        # Pools small enough that four servers and the suite stay inside PostgreSQL's 100
+        # connections: group commit writes through one connection at a time anyway.
+        env = sluice_env(
+            SLUICE_DATABASE_URL=url,
+            SLUICE_POSTGRES_POOL_SIZE="3",
+            SLUICE_POSTGRES_MAX_OVERFLOW="3",
+        )
+        servers = [Serve(env, projector=False) for _ in range(PROCESSES)]
         starters = [threading.Thread(target=s.start) for s in servers]
         for thread in starters:
             thread.start()

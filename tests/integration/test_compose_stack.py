@@ -109,6 +109,10 @@ class Stack:
             assert "@rabbitmq:5672" in self.services[service]["environment"]["SLUICE_BROKER_URL"]
             env["SLUICE_BROKER_URL"] = self.rabbitmq_url
         env["SLUICE_QUEUE_PREFIX"] = self.prefix
+        # The stack's eight processes share the suite's PostgreSQL (100 connections) with the
+        # test process: small pools, which this light load never fills (compose keeps its own).
+        env["SLUICE_POSTGRES_POOL_SIZE"] = "2"
+        env["SLUICE_POSTGRES_MAX_OVERFLOW"] = "3"
         env["dramatiq_prom_db"] = str(self.logs / "prometheus")  # a directory of this run's own
         env["PYTHONPATH"] = str(ROOT)
         return env
