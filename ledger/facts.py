@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ledger.accounts import check_metadata
 from ledger.balances import LOTS_MAX, Balance
 from ledger.commands import Message
 from ledger.errors import InvalidParameterError, PayoutNotFoundError, SluiceError, SplitRuleError
@@ -82,6 +83,8 @@ class ChargeSucceeded(Fact):
     # Sluice's own routing rule riding on the charge (its ``sluice_split`` metadata): the ledger
     # allocates it and records the plan; it never refuses the charge itself.
     split: tuple[SplitPart, ...] = ()
+    # The charge's metadata as Stripe reports it (its PaymentIntent's beneath), as sorted pairs.
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,6 +330,11 @@ def _charge_succeeded(s: Scope, f: ChargeSucceeded) -> dict[str, str]:
         if account_id is not None:
             s.account(account_id, param)
     payment, ids = book_charge(s, f, s.platform_account_id)
+    if f.metadata:
+        try:
+            payment.report_metadata(check_metadata(dict(f.metadata)), s.when)
+        except SluiceError as refused:  # metadata never refuses the charge itself
+            ids["metadata"] = f"not recorded: {refused}"
     if f.split:
         try:
             plan_routing(s, payment, f.split)

@@ -159,6 +159,17 @@ class Payment(Aggregate):
         def apply(self, payment: Payment) -> None:
             payment.routing = [list(part) for part in self.parts]
 
+    class MetadataReported(Aggregate.Event):
+        """The charge's metadata as Stripe reports it (with its PaymentIntent's), replaced whole
+        (added with issue 16): for finding payments, never for deciding money."""
+
+        payment_id: str
+        metadata: dict[str, str]
+        effective_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.metadata = dict(self.metadata)
+
     class RoutingHeld(Aggregate.Event):
         """A transfer of the routing plan was not made: Stripe did not take it for a reason an
         operator must fix (a rolled key, a missing permission). Nothing moved; the routing is
@@ -218,6 +229,7 @@ class Payment(Aggregate):
     dispute: dict[str, Any] | None
     routing: list[list[str | int]]  # set by RoutingPlanned (absent on payments before it)
     routing_hold: dict[str, Any] | None  # set by RoutingHeld, cleared by RoutingResumed
+    metadata: dict[str, str]  # set by MetadataReported (absent on payments without any)
 
     def __init__(self) -> None:
         """State comes from the created event's apply(); annotations above are for typing."""
@@ -342,6 +354,18 @@ class Payment(Aggregate):
             self.RoutingPlanned,
             payment_id=self.payment_id,
             parts=[[account, amount] for account, amount in parts.items() if amount],
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    def report_metadata(self, metadata: dict[str, str], when: When) -> None:
+        """Records Stripe's metadata of the charge when it differs from what is known."""
+        if metadata == dict(getattr(self, "metadata", None) or {}):
+            return
+        self.trigger_event(
+            self.MetadataReported,
+            payment_id=self.payment_id,
+            metadata=dict(sorted(metadata.items())),
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )

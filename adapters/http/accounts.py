@@ -1,5 +1,6 @@
-"""Finding accounts (``GET /v1/accounts``: search, flags, metadata) and the tax report
-(``GET /v1/tax_reports``), both from the read models."""
+"""Finding accounts (``GET /v1/accounts``: search, flags, metadata) and payments
+(``GET /v1/payments``: account, currency, metadata), and the tax report
+(``GET /v1/tax_reports``), all from the read models."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from adapters.http.errors import ApiError, not_found
 from adapters.http.models import TEXT_PATTERN
 from adapters.http.support import Sluice, csv_response, ctx, json_response, list_response, wants_csv
 from projections import accounts as account_queries
+from projections import payments as payment_queries
 from projections import tax
 from projections.accounts import METADATA_FILTERS_MAX, SEARCH_LEN_MAX
 from projections.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
@@ -24,6 +26,10 @@ METADATA_PARAM = re.compile(r"^metadata\[([^\[\]]{1,40})\]$")
 ACCOUNT_COLUMNS = (
     "id object kind name email metadata country default_currency verification_status"
     " charges_enabled payouts_enabled created closed requirements".split()
+)
+PAYMENT_COLUMNS = (
+    "id object account charge_type amount currency on_behalf_of transfer_group metadata"
+    " created".split()
 )
 
 
@@ -144,6 +150,71 @@ def list_accounts(
     return list_response(
         request, page.data, page.has_more, position, wants_csv(request, format), ACCOUNT_COLUMNS
     )
+
+
+@router.get(
+    "/v1/payments",
+    name="list_payments",
+    summary="Payments (captured charges), newest first: filter by account, currency, metadata",
+    responses=CSV_OK,
+    openapi_extra={"parameters": [METADATA_FILTER_DOC, MIN_POSITION_DOC]},
+)
+def list_payments(
+    request: Request,
+    s: Ctx,
+    metadata: Annotated[dict[str, str], Depends(metadata_filters)],
+    account: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            pattern=TEXT_PATTERN,
+            description="the seller the payments land with (the platform: separate charges)",
+        ),
+    ] = None,
+    currency: Annotated[
+        str | None,
+        Query(min_length=3, max_length=3, pattern="^[a-z]{3}$", description="lowercase ISO code"),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=LIST_LIMIT_MAX, description="page size, 1 to 100")
+    ] = LIST_LIMIT_DEFAULT,
+    starting_after: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="a payment id: the page after it (from the previous page's last)",
+        ),
+    ] = None,
+    format: Annotated[
+        str | None,
+        Query(pattern="^(json|csv)$", description="csv for a CSV rendering (or Accept: text/csv)"),
+    ] = None,
+) -> Any:
+    account = account_filter(request, account)
+    if account is not None and starting_after is not None:
+        _own_cursor(s, starting_after, account)  # another account's payment: no such object
+    position = s.read_position(request, ["payments"])
+    page = payment_queries.list_payments(
+        s.view,
+        account=account,
+        currency=currency,
+        metadata=metadata,
+        limit=limit,
+        starting_after=starting_after,
+    )
+    return list_response(
+        request, page.data, page.has_more, position, wants_csv(request, format), PAYMENT_COLUMNS
+    )
+
+
+def _own_cursor(s: Sluice, cursor: str, account: str) -> None:
+    with s.view.read() as tx:
+        tx.execute("SELECT account_id FROM rm_payments WHERE id = %s", (cursor,))
+        row = tx.one()
+    if row is None or row["account_id"] != account:
+        raise not_found(f"no such object: {cursor}", "starting_after")
 
 
 @router.get(

@@ -54,7 +54,12 @@ def charge_type(charge: Json, on_connected_account: bool) -> str:
 
 
 def charge_succeeded(
-    charge: Json, txn: Json, *, account: str | None, split: tuple[SplitPart, ...] = ()
+    charge: Json,
+    txn: Json,
+    *,
+    account: str | None,
+    split: tuple[SplitPart, ...] = (),
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> facts.ChargeSucceeded:
     """A succeeded charge and its balance transaction; ``account`` is the connected account it
     was made on (direct charges), None for the platform's own charges."""
@@ -83,7 +88,19 @@ def charge_succeeded(
         transfer_id=charge.get("transfer") if kind == "destination" else None,
         application_fee_id=charge.get("application_fee") or None,
         split=split,
+        metadata=metadata,
     )
+
+
+def payment_metadata(charge: Json, intent: Json | None) -> tuple[tuple[str, str], ...]:
+    """A payment's metadata: its PaymentIntent's with the charge's over it, tidied as an
+    account's is (printable, within Stripe's bounds), as sorted pairs."""
+    merged = {**((intent or {}).get("metadata") or {}), **(charge.get("metadata") or {})}
+    tidy = {
+        _printable(k, METADATA_KEY_LEN_MAX): _printable(v, METADATA_VALUE_LEN_MAX)
+        for k, v in list(merged.items())[:METADATA_KEYS_MAX]
+    }
+    return tuple(sorted((k, v) for k, v in tidy.items() if k))
 
 
 def split_parts(metadata: Json) -> tuple[SplitPart, ...]:
