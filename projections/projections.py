@@ -31,6 +31,7 @@ from ledger.reconciliation import StripeMovement
 from ledger.risk import Reserve
 from ledger.transfers import Transfer
 from projections import requirements, risk
+from projections.payments import PaymentsProjection
 from projections.reconciliation import ReconciliationProjection, stripe_made_types
 from projections.store import ReadModel, Tx
 
@@ -388,6 +389,11 @@ class PayoutsProjection(LedgerProjection):
         if status is None and not isinstance(domain_event, Payout.Submitted):
             return
         aggregate_id = str(domain_event.originator_id)
+        if isinstance(domain_event, Payout.Submitted):  # Stripe's po_ id, before it reports more
+            self.tx.execute(
+                "UPDATE rm_payouts SET stripe_payout_id = %s WHERE aggregate_id = %s",
+                (domain_event.stripe_payout_id, aggregate_id),
+            )
         self.tx.execute(
             "SELECT status, timeline FROM rm_payouts WHERE aggregate_id = %s", (aggregate_id,)
         )
@@ -646,6 +652,7 @@ PROJECTIONS: dict[str, type[LedgerProjection]] = {
         RoutingHoldsProjection,
         AccountsProjection,
         ReconciliationProjection,
+        PaymentsProjection,
     )
 }
 META_DDL = (

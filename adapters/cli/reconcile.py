@@ -164,11 +164,79 @@ def balances(
 @reconcile_app.command("payouts")
 def payouts(
     account: Accounts = None,
+    payout: Annotated[
+        str | None, typer.Option(help="one payout: Sluice's id or Stripe's po_")
+    ] = None,
+    start: Annotated[int | None, typer.Option("--from", help="created from, unix s")] = None,
+    end: Annotated[int | None, typer.Option("--to", help="created before, unix s")] = None,
+    stripe: Annotated[
+        bool, typer.Option("--stripe", help="Stripe's itemization beside the ledger's payouts")
+    ] = False,
     fmt: Annotated[
         str | None, typer.Option("--format", help="csv or json (default: a table)")
     ] = None,
     output: Output = None,
     database_url: DatabaseUrl = None,
+) -> None:
+    """The ledger's payout reconciliation (projections.payout_items): each payout with the
+    balance transactions it settled, gross, fees, net, and whether they net exactly to its
+    amount (an automatic payout's must; a manual one itemizes nothing). Exits 1 when any payout
+    is flagged. ``--stripe``: each payout at Stripe, itemized by Stripe, beside the ledger's."""
+    if stripe:
+        _stripe_payouts(account, fmt, output, database_url)
+        return
+    from adapters.http.payout_reports import REPORT_COLUMNS, csv_rows
+    from projections.payout_items import payout_reconciliation
+    from projections.queries import QueryError
+
+    _, _, view = _open(database_url)
+    try:
+        report = [
+            row
+            for a in account or [None]
+            for row in payout_reconciliation(
+                view, payout_id=payout, account=a, created_from_s=start, created_to_s=end
+            )
+        ]
+    except QueryError as error:
+        _fail(str(error))
+    if fmt == "json":
+        _emit(iter(report), ["payout"], fmt, output)
+    elif fmt is not None:
+        _emit(csv_rows(report), list(REPORT_COLUMNS), fmt, output)
+    else:
+        _payouts_table(report)
+    if any(row["flagged"] for row in report):
+        raise typer.Exit(1)
+
+
+def _payouts_table(report: list[dict[str, Any]]) -> None:
+    table = Table(title="payouts, itemized by the ledger")
+    for column in ("account", "payout", "stripe", "status", "amount", "items", "gross", "fees"):
+        table.add_column(column)
+    for column in ("net", "check"):
+        table.add_column(column)
+    for row in report:
+        c = row["currency"]
+        table.add_row(
+            row["account"],
+            row["payout"],
+            row["stripe_payout_id"] or "",
+            row["status"] + ("" if row["automatic"] else " (manual)"),
+            format_minor(row["amount"], c),
+            str(row["item_count"]),
+            format_minor(row["gross"], c),
+            format_minor(row["fee"], c),
+            format_minor(row["net"], c),
+            f"[red]differs by {format_minor(row['difference'], c)}[/]"
+            if row["flagged"]
+            else row["check"],
+        )
+    console.print(table)
+
+
+def _stripe_payouts(
+    account: list[str] | None, fmt: str | None, output: str | None, database_url: str | None
 ) -> None:
     """Each connected account's recent payouts at Stripe with what they settled
     (balance_transactions?payout=): gross, fees, net and items, beside the ledger's payout.

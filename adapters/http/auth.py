@@ -87,6 +87,7 @@ POLICY: dict[str, Access] = {
     "retrieve_balance": _access(*_QUERY, ACCOUNT, scope="path"),
     "list_balance_transactions": _access(*_QUERY, ACCOUNT, scope="query"),
     "list_payouts": _access(*_QUERY, ACCOUNT, scope="query"),
+    "list_payments": _access(*_QUERY, ACCOUNT, scope="query"),
     "retrieve_statement": _access(*_QUERY, ACCOUNT, scope="path"),
     "retrieve_revenue": _access(*_QUERY),
     "retrieve_balance_change_report": _access(*_QUERY, ACCOUNT, scope="query"),

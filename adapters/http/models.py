@@ -353,6 +353,25 @@ class PayoutList(ListReply):
     data: list[Payout]
 
 
+class PaymentListed(Reply):
+    id: str = Field(description="the charge's id (ch_… or py_…)")
+    object: Literal["payment"]
+    account: str = Field(description="the seller it lands with (the platform: separate charge)")
+    charge_type: Literal["separate", "destination", "direct"]
+    amount: int = Field(description="captured, minor units")
+    currency: str
+    on_behalf_of: str | None
+    transfer_group: str | None
+    metadata: dict[str, str] = Field(
+        description="the charge's metadata over its PaymentIntent's, as Stripe reports them"
+    )
+    created: int = Field(description="unix seconds")
+
+
+class PaymentList(ListReply):
+    data: list[PaymentListed]
+
+
 class Statement(Reply):
     object: Literal["statement"]
     account: str
@@ -612,6 +631,7 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "retrieve_balance": Balance,
     "list_balance_transactions": BalanceTransactionList,
     "list_payouts": PayoutList,
+    "list_payments": PaymentList,
     "retrieve_statement": Statement,
     "retrieve_revenue": RevenueList,
     "retrieve_tax_report": TaxReportList,

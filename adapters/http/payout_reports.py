@@ -11,9 +11,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
-from adapters.export import BT_COLUMNS, account_metadata, finance_balance_transaction, zone
+from adapters.export import (
+    BT_COLUMNS,
+    ExportError,
+    account_metadata,
+    finance_balance_transaction,
+    zone,
+)
 from adapters.http.auth import account_filter
-from adapters.http.errors import not_found
+from adapters.http.errors import ApiError, not_found
 from adapters.http.models import TEXT_PATTERN, UNIX_SECONDS_MAX, ListReply, Reply
 from adapters.http.support import Sluice, csv_response, ctx, json_response, wants_csv
 from projections import payout_items
@@ -114,14 +120,18 @@ def settled_by_payout(
         and (filters.get("created_lt") is None or bt["created"] < filters["created_lt"])
     ]
     if csv:
+        try:
+            zone_ = zone(tz)
+        except ExportError as error:
+            raise ApiError(400, error.code, error.message, param="tz") from None
         keys, metadata_of = account_metadata(s.ledger.get_account, [str(row["account_id"])])
-        rows = [finance_balance_transaction(bt, zone(tz), keys, metadata_of) for bt in listed]
+        rows = [finance_balance_transaction(bt, zone_, keys, metadata_of) for bt in listed]
         return csv_response(rows, BT_COLUMNS, position)
     body = {"object": "list", "data": listed, "has_more": False, "url": request.url.path}
     return json_response(body, position)
 
 
-def _csv_rows(report: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def csv_rows(report: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Per payout: one row per item, then the payout's row with the sums and the check."""
     for p in report:
         edge = {
@@ -184,6 +194,6 @@ def retrieve_payout_reconciliation_report(
         s.view, payout_id=payout, account=account, created_from_s=start, created_to_s=end
     )
     if wants_csv(request, format):
-        return csv_response(list(_csv_rows(report)), REPORT_COLUMNS, position)
+        return csv_response(list(csv_rows(report)), REPORT_COLUMNS, position)
     body = {"object": "list", "data": report, "has_more": False, "url": request.url.path}
     return json_response(body, position)

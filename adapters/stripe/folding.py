@@ -378,7 +378,15 @@ class Folder:
             "balance_transaction", str(charge["balance_transaction"]), account=account
         ).data
         split = self._split_of(charge, account)
-        fact = translate.charge_succeeded(charge, txn, account=account, split=split)
+        intent = (
+            self.gateway.retrieve("payment_intent", str(charge["payment_intent"]), account=account)
+            if charge.get("payment_intent")
+            else None
+        )
+        metadata = translate.payment_metadata(charge, intent.data if intent else None)
+        fact = translate.charge_succeeded(
+            charge, txn, account=account, split=split, metadata=metadata
+        )
         for seller in {fact.account_id, fact.on_behalf_of, *(p.account_id for p in split)}:
             if seller is not None:
                 self._ensure_account(seller)

@@ -454,6 +454,7 @@ def test_healthz_and_openapi(env: Env, world: World) -> None:
         "routing_holds",
         "reconciliation",
         "accounts",
+        "payments",
     }
     assert body["held"] == {"payouts": 0, "routings": 0}
     spec = env.clients["none"].get("/openapi.json")
@@ -1110,6 +1111,7 @@ retrieve_account           200 200 200 200 404
 retrieve_balance           200 200 200 200 404
 list_balance_transactions  200 200 200 200 404
 list_payouts               200 200 200 200 404
+list_payments              200 200 200 200 404
 retrieve_statement         200 200 200 200 404
 retrieve_revenue           200 200 200 403 403
 retrieve_balance_change_report 200 200 200 200 404
@@ -1195,6 +1197,7 @@ def _matrix_requests(env: Env, world: World) -> dict[str, tuple[str, str, Any]]:
         "retrieve_balance": ("GET", "/v1/balances/acct_a", None),
         "list_balance_transactions": ("GET", "/v1/balance_transactions?account=acct_a", None),
         "list_payouts": ("GET", "/v1/payouts?account=acct_a", None),
+        "list_payments": ("GET", "/v1/payments?account=acct_a&metadata[order]=1", None),
         "retrieve_statement": ("GET", "/v1/accounts/acct_a/statement?currency=usd", None),
         "retrieve_revenue": ("GET", "/v1/revenue?from=2026-01-01&to=2026-02-01", None),
         "retrieve_balance_change_report": (

@@ -165,3 +165,115 @@ def test_each_automatic_payouts_items_sum_exactly_to_its_amount_as_stripe_itemiz
     assert payout_reconciliation(player.view, payout_id=first["payout"]) == [first]
     assert payout_reconciliation(player.view, payout_id=first["stripe_payout_id"]) == [first]
     assert DIFFERS not in {row["check"] for row in report}
+
+
+def test_balance_transactions_by_payout_and_the_report_are_served_as_json_and_csv_by_role(
+    player: Player,
+) -> None:
+    from adapters.http.app import create_app
+    from projections.payout_items import payout_reconciliation
+    from tests.integration.http_support import Client, new_key, running
+
+    report = payout_reconciliation(player.view)
+    auto = next(row for row in report if row["automatic"])
+    manual = next(row for row in report if not row["automatic"])
+    other = next(row for row in report if row["account"] != auto["account"])
+    app = create_app(player.settings, ledger=player.ledger, view=player.view, run_projector=False)
+    with running(app) as address:
+        anonymous = Client(address)
+        finance = anonymous.as_key(new_key(player.settings, "finance"))
+        # What the automatic payout settled and its own debit: they net to zero.
+        for asked in (auto["payout"], auto["stripe_payout_id"]):
+            listed = finance.get(f"/v1/balance_transactions?payout={asked}").json()
+            assert listed["has_more"] is False
+            ids = {bt["id"] for bt in listed["data"]}
+            assert {item["id"] for item in auto["items"]} < ids
+            assert sum(bt["net"] for bt in listed["data"]) == 0
+            assert [bt["type"] for bt in listed["data"]].count("payout") == 1
+        rows = finance.get(f"/v1/balance_transactions?payout={auto['payout']}&format=csv").rows()
+        assert {row["id"] for row in rows} == ids
+        bad_zone = f"/v1/balance_transactions?payout={auto['payout']}&format=csv&tz=Mars/Base"
+        assert finance.get(bad_zone).status == 400
+        only = finance.get(f"/v1/balance_transactions?payout={auto['payout']}&type=payout").json()
+        assert [bt["type"] for bt in only["data"]] == ["payout"]
+        mine = finance.get(f"/v1/balance_transactions?payout={manual['stripe_payout_id']}").json()
+        assert [bt["type"] for bt in mine["data"]][-1] == "payout"
+        assert all(bt["source"] == manual["payout"] for bt in mine["data"])
+        missing = finance.get("/v1/balance_transactions?payout=po_nothing")
+        assert missing.status == 404 and missing.error["param"] == "payout"
+        # The report: JSON as the read model says, CSV one row per item and one per payout.
+        path = "/v1/reports/payout_reconciliation"
+        assert finance.get(f"{path}?payout={auto['stripe_payout_id']}").json()["data"] == [auto]
+        assert len(finance.get(path).json()["data"]) == len(report)
+        csv_rows = finance.get(f"{path}?account={auto['account']}&format=csv").rows()
+        summary = [r for r in csv_rows if r["row"] == "payout" and r["payout"] == auto["payout"]]
+        assert [(r["net"], r["payout_amount"], r["check"], r["flagged"]) for r in summary] == [
+            (str(auto["net"]), str(auto["amount"]), "sums", "false")
+        ]
+        items = [r for r in csv_rows if r["row"] == "item" and r["payout"] == auto["payout"]]
+        assert sum(int(r["net"]) for r in items) == auto["amount"]
+        assert finance.get(f"{path}?from=abc").status == 400
+        # Roles: the seller sees its own payouts only; no key is refused.
+        assert anonymous.get(path).status == 401
+        seller = anonymous.as_key(new_key(player.settings, f"account:{auto['account']}"))
+        seen = seller.get(path).json()["data"]
+        assert seen and {row["account"] for row in seen} == {auto["account"]}
+        assert seller.get(f"{path}?payout={other['payout']}").status == 404
+        assert seller.get(f"/v1/balance_transactions?payout={other['payout']}").status == 404
+        assert seller.get(f"/v1/balance_transactions?payout={auto['payout']}").status == 200
+        for role in ("auditor", "admin"):
+            client = anonymous.as_key(new_key(player.settings, role))
+            assert client.get(f"{path}?payout={auto['payout']}").json()["data"] == [auto]
+
+
+def test_a_payout_settling_a_movement_the_ledger_lacks_is_flagged_until_reconciled(
+    postgres_url: str,
+) -> None:
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from adapters.cli import app as cli
+    from adapters.reconcile import Reconciler
+    from projections.payout_items import DIFFERS, SUMS, payout_reconciliation
+
+    runner = CliRunner()
+    with Player(Config(seed=5), postgres_stores(postgres_url)) as played:
+        cut = next(n for n, op in enumerate(HISTORY) if op[0] == "advance")
+        for op in HISTORY[:cut]:
+            played.apply(op)
+        seller = played.accounts["A1"].id  # a daily schedule: paid out automatically
+        played.control(
+            "/_sandbox/drift/balance_transactions",
+            {"type": "adjustment", "amount": 1_234, "account": seller},
+        )
+        for op in HISTORY[cut:]:
+            played.apply(op)
+        played.projector.run_once()
+        env = {"SLUICE_DATABASE_URL": played.settings.database_url, "COLUMNS": "400"}
+        flagged = [r for r in payout_reconciliation(played.view, account=seller) if r["flagged"]]
+        assert [(r["check"], r["difference"]) for r in flagged] == [(DIFFERS, 1_234)]
+        shown = runner.invoke(cli, ["reconcile", "payouts", "--account", seller], env=env)
+        assert shown.exit_code == 1 and "differs by" in shown.output, shown.output
+        Reconciler(
+            played.ledger, played.view, played.folder.gateway, played.settings, folder=played.folder
+        ).run()
+        played.projector.run_once()
+        report = payout_reconciliation(played.view, account=seller)
+        assert report and all(r["check"] == SUMS for r in report if r["automatic"]), report
+        shown = runner.invoke(cli, ["reconcile", "payouts", "--account", seller], env=env)
+        assert shown.exit_code == 0 and "differs" not in shown.output, shown.output
+        as_csv = runner.invoke(
+            cli, ["reconcile", "payouts", "--account", seller, "--format", "csv"], env=env
+        )
+        rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+        assert {r["row"] for r in rows} == {"item", "payout"}
+        assert [r["check"] for r in rows if r["row"] == "payout"] == [r["check"] for r in report]
+        as_json = runner.invoke(
+            cli,
+            ["reconcile", "payouts", "--payout", report[0]["payout"], "--format", "json"],
+            env=env,
+        )
+        assert json.loads(as_json.output) == [report[0]]
