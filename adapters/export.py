@@ -150,7 +150,7 @@ BT_COLUMNS = [
 PAYOUT_COLUMNS = [
     "id", "account", "created", "updated", "currency", "status", "amount_minor", "amount",
     "failure_code", "hold_reason", "stripe_payout_id", "arrival_date", "destination",
-    "failure_message",
+    "failure_message", "metadata",
 ]  # fmt: skip
 STATEMENT_COLUMNS = ["row", *BT_COLUMNS, "balance_minor", "balance"]
 BALANCE_CHANGE_COLUMNS = [
@@ -209,6 +209,8 @@ def finance_payout(
         "arrival_date": iso(p["arrival_date"], tz) if p.get("arrival_date") else "",
         "destination": p.get("destination") or "",
         "failure_message": p.get("failure_message") or "",
+        # Stripe's metadata of the payout, as JSON with sorted keys ("{}": none).
+        "metadata": json.dumps(p.get("metadata") or {}, sort_keys=True),
     }
     row = money(row, str(p["currency"]), amount=p["amount"])
     return row | _metadata(str(p["account"]), metadata_keys, metadata_of)

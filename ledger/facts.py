@@ -182,6 +182,9 @@ class PayoutStatusReported(Fact):
     failure_code: str | None = None
     # Stripe's details of the payout, verbatim (Payout.Reported); None: not reported.
     details: dict[str, str | int | bool | None] | None = None
+    # The payout's metadata as Stripe reports it (Payout.MetadataReported), as sorted pairs;
+    # None: not reported (an empty tuple: Stripe reports none).
+    metadata: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -457,8 +460,14 @@ def _payout_status_reported(s: Scope, f: PayoutStatusReported) -> dict[str, str]
         payout.submitted(f.stripe_payout_id, s.when)
     if f.details is not None:
         payout.report(f.details, s.when)
+    ids = {"payout": f.payout_id}
+    if f.metadata is not None:
+        try:
+            payout.report_metadata(check_metadata(dict(f.metadata)), s.when)
+        except SluiceError as refused:  # metadata never refuses the payout's status
+            ids["metadata"] = f"not recorded: {refused}"
     if f.status == payout.status:
-        return {"payout": f.payout_id}  # the submission alone
+        return ids  # the submission alone
     if f.status == IN_TRANSIT or (f.status == PAID and IN_TRANSIT in TRANSITIONS[payout.status]):
         payout.mark_in_transit(s.when)
     if f.status == PAID:
@@ -469,7 +478,7 @@ def _payout_status_reported(s: Scope, f: PayoutStatusReported) -> dict[str, str]
         payout.cancel(s.when)
     elif f.status != IN_TRANSIT:
         raise InvalidParameterError(f"unknown payout status {f.status!r}", param="status")
-    return {"payout": f.payout_id}
+    return ids
 
 
 def _funds_available(s: Scope, f: FundsAvailable) -> dict[str, str]:

@@ -140,6 +140,17 @@ class Payout(Aggregate):
                 "failure_message": self.failure_message,
             }
 
+    class MetadataReported(Aggregate.Event):
+        """The payout's metadata as Stripe reports it, replaced whole (added with issue 16):
+        for finding payouts, never for deciding money."""
+
+        payout_id: str
+        metadata: dict[str, str]
+        effective_at: datetime
+
+        def apply(self, payout: Payout) -> None:
+            payout.metadata = dict(self.metadata)
+
     class Converted(JournalEvent):
         """Stripe converted the payout for a bank in another currency (``ledger.payout_fx``):
         its funds in transit are now ``bank_amount_minor`` of ``bank_currency``, at Stripe's
@@ -185,6 +196,7 @@ class Payout(Aggregate):
     application_fee_minor: int  # set by FeeCharged: the platform's fee on this payout
     # Set by Reported (absent on payouts Stripe never reported on).
     stripe_report: dict[str, str | int | bool | None]
+    metadata: dict[str, str]  # set by MetadataReported (absent on payouts without any)
     # Set by Converted (absent on payouts Stripe never converted).
     bank_currency: str
     bank_amount_minor: int
@@ -288,6 +300,23 @@ class Payout(Aggregate):
             arrival_date=arrival,
             automatic=automatic,
             **texts,
+            effective_at=when.effective_at,
+            timestamp=when.recorded_at,
+        )
+
+    @property
+    def reported_metadata(self) -> dict[str, str]:
+        """Stripe's metadata of the payout as last reported (empty: none reported)."""
+        return dict(getattr(self, "metadata", None) or {})
+
+    def report_metadata(self, metadata: dict[str, str], when: When) -> None:
+        """Records Stripe's metadata of the payout when it differs from what is known."""
+        if metadata == self.reported_metadata:
+            return
+        self.trigger_event(
+            self.MetadataReported,
+            payout_id=self.payout_id,
+            metadata=dict(sorted(metadata.items())),
             effective_at=when.effective_at,
             timestamp=when.recorded_at,
         )

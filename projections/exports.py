@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from projections.queries import EXPORT_ROWS_MAX, QueryError, balance_transaction, payout
+from projections.queries import (
+    EXPORT_ROWS_MAX,
+    QueryError,
+    balance_transaction,
+    payout,
+    payout_metadata_filter,
+)
 from projections.store import ReadModel
 
 EXPORT_PAGE_ROWS = 1_000
@@ -119,10 +125,14 @@ def iter_balance_transactions(
         yield balance_transaction(row) | {"entry_id": row["entry_id"]}
 
 
-def count_payouts(view: ReadModel, *, account: str | None = None, status: str | None = None) -> int:
-    return _count(
-        view, "rm_payouts", *_where({"account_id": account, "status": status}, None, None)
-    )
+def count_payouts(
+    view: ReadModel,
+    *,
+    account: str | None = None,
+    status: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> int:
+    return _count(view, "rm_payouts", *_payout_where(account, status, metadata))
 
 
 def iter_payouts(
@@ -130,11 +140,21 @@ def iter_payouts(
     *,
     account: str | None = None,
     status: str | None = None,
+    metadata: dict[str, str] | None = None,
     max_rows: int = EXPORT_ROWS_MAX,
 ) -> Iterator[dict[str, Any]]:
-    where, params = _where({"account_id": account, "status": status}, None, None)
+    where, params = _payout_where(account, status, metadata)
     for row in _iter_table(view, "rm_payouts", where, params, max_rows):
         yield payout(row)
+
+
+def _payout_where(
+    account: str | None, status: str | None, metadata: dict[str, str] | None
+) -> tuple[str, list[Any]]:
+    where, params = _where({"account_id": account, "status": status}, None, None)
+    by_metadata, more = payout_metadata_filter(metadata)
+    clauses = [c for c in (where, by_metadata) if c]
+    return " AND ".join(clauses), [*params, *more]
 
 
 # Reports ---------------------------------------------------------------------------------------

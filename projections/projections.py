@@ -350,7 +350,7 @@ class BalanceTransactionsProjection(LedgerProjection):
 
 class PayoutsProjection(LedgerProjection):
     name = "payouts"
-    tables = ("rm_payouts",)
+    tables = ("rm_payouts", "rm_payout_metadata")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_payouts ("
         " id TEXT PRIMARY KEY, aggregate_id TEXT NOT NULL UNIQUE, position BIGINT NOT NULL,"
@@ -363,8 +363,14 @@ class PayoutsProjection(LedgerProjection):
         " exchange_rate TEXT,"
         # Migration 0008: the payout as Stripe reports it (Payout.Reported).
         " stripe_payout_id TEXT, arrival_date BIGINT, destination TEXT, failure_message TEXT,"
-        " automatic INTEGER)",
+        " automatic INTEGER,"
+        # Migration 0010: the payout's metadata as Stripe reports it (Payout.MetadataReported),
+        # JSON (NULL: none reported), and one row per pair for the metadata[key]=value filters.
+        " metadata TEXT)",
         "CREATE INDEX IF NOT EXISTS ix_payouts_account ON rm_payouts (account_id, position, id)",
+        "CREATE TABLE IF NOT EXISTS rm_payout_metadata ("
+        " payout_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+        " PRIMARY KEY (payout_id, key))",
     )
     STATUS: ClassVar[dict[type, str]] = {
         Payout.MarkedInTransit: "in_transit",
@@ -384,6 +390,9 @@ class PayoutsProjection(LedgerProjection):
             return
         if isinstance(domain_event, Payout.Reported):
             self._reported(domain_event, tracking)
+            return
+        if isinstance(domain_event, Payout.MetadataReported):
+            self._metadata(domain_event.payout_id, dict(domain_event.metadata))
             return
         status = self.STATUS.get(type(domain_event))
         if status is None and not isinstance(domain_event, Payout.Submitted):
@@ -452,6 +461,19 @@ class PayoutsProjection(LedgerProjection):
                 str(event.originator_id),
             ),
         )
+
+    def _metadata(self, payout_id: str, metadata: dict[str, str]) -> None:
+        """Stripe's metadata of the payout, replaced whole (the list's order stays put)."""
+        self.tx.execute(
+            "UPDATE rm_payouts SET metadata = %s WHERE id = %s",
+            (json.dumps(metadata, sort_keys=True), payout_id),
+        )
+        self.tx.execute("DELETE FROM rm_payout_metadata WHERE payout_id = %s", (payout_id,))
+        for key, value in sorted(metadata.items()):
+            self.tx.execute(
+                "INSERT INTO rm_payout_metadata (payout_id, key, value) VALUES (%s, %s, %s)",
+                (payout_id, key, value),
+            )
 
     def _requested(self, domain_event: Payout.Requested, tracking: Tracking) -> None:
         at = micros(domain_event.effective_at)

@@ -18,6 +18,7 @@ LIST_LIMIT_MAX = 100
 LIST_LIMIT_DEFAULT = 10
 STATEMENT_MOVEMENTS_MAX = 100_000
 EXPORT_ROWS_MAX = 1_000_000
+PAYOUT_METADATA_FILTERS_MAX = 10  # as many as a payment's (projections.payments)
 
 
 class QueryError(ValueError):
@@ -112,6 +113,8 @@ def payout(row: dict[str, Any]) -> dict[str, Any]:
         "destination": row.get("destination"),
         "failure_message": row.get("failure_message"),
         "automatic": None if row.get("automatic") is None else bool(row["automatic"]),
+        # Stripe's metadata of the payout (Payout.MetadataReported); empty: none reported.
+        "metadata": json.loads(row.get("metadata") or "{}"),
     }
 
 
@@ -198,12 +201,31 @@ def list_payouts(
     *,
     account: str | None = None,
     status: str | None = None,
+    metadata: dict[str, str] | None = None,
     limit: int = LIST_LIMIT_DEFAULT,
     starting_after: str | None = None,
 ) -> Page:
+    """Payouts, newest first; every filter given must hold (``account`` scopes to one)."""
     filters = {k: v for k, v in (("account_id", account), ("status", status)) if v is not None}
-    rows, more = _page(view, "rm_payouts", filters, limit, starting_after)
+    rows, more = _page(
+        view, "rm_payouts", filters, limit, starting_after, payout_metadata_filter(metadata)
+    )
     return Page([payout(r) for r in rows], more)
+
+
+def payout_metadata_filter(metadata: dict[str, str] | None) -> tuple[str, list[Any]]:
+    """SQL for ``metadata[key]=value`` filters on ``rm_payouts``: every pair must hold."""
+    if len(metadata or {}) > PAYOUT_METADATA_FILTERS_MAX:
+        raise QueryError(f"at most {PAYOUT_METADATA_FILTERS_MAX} metadata filters", "metadata")
+    conditions: list[str] = []
+    params: list[Any] = []
+    for key, value in sorted((metadata or {}).items()):
+        conditions.append(
+            "EXISTS (SELECT 1 FROM rm_payout_metadata m WHERE m.payout_id = rm_payouts.id"
+            " AND m.key = %s AND m.value = %s)"
+        )
+        params += [key, value]
+    return " AND ".join(conditions), params
 
 
 def revenue(view: ReadModel, day_from: str, day_to: str) -> list[dict[str, Any]]:

@@ -347,6 +347,9 @@ class Payout(Reply):
     destination: str | None = Field(None, description="the external account Stripe paid to")
     failure_message: str | None = Field(None, description="Stripe's failure message")
     automatic: bool | None = Field(None, description="made by Stripe on the account's schedule")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="the payout's metadata as Stripe reports it"
+    )
 
 
 class PayoutList(ListReply):

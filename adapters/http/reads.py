@@ -30,6 +30,7 @@ from adapters.export import (
     zone,
 )
 from adapters.export import PAYOUT_COLUMNS as PAYOUT_COLUMNS_CSV
+from adapters.http.accounts import METADATA_FILTER_DOC, metadata_filters
 from adapters.http.auth import account_filter
 from adapters.http.errors import API_ERROR, ApiError, ErrorEnvelope, envelope, not_found
 from adapters.http.models import ID_PATTERN, TEXT_PATTERN, UNIX_SECONDS_MAX
@@ -93,7 +94,8 @@ BALANCE_TRANSACTION_COLUMNS = (
     " reporting_category source status type".split()
 )
 PAYOUT_COLUMNS = (
-    "id object account amount currency status failure_code created updated timeline hold".split()
+    "id object account amount currency status failure_code created updated timeline hold"
+    " metadata".split()
 )
 REVENUE_COLUMNS = "object day currency application_fees application_fee_refunds net count".split()
 MOVEMENT_COLUMNS = (
@@ -399,12 +401,13 @@ def list_balance_transactions(
     "/v1/payouts",
     name="list_payouts",
     responses=CSV_OK,
-    openapi_extra=FROM_READ_MODELS,
-    summary="Payouts, newest first",
+    openapi_extra={"parameters": [*FROM_READ_MODELS["parameters"], METADATA_FILTER_DOC]},
+    summary="Payouts, newest first: filter by account, status, metadata",
 )
 def list_payouts(
     request: Request,
     s: Ctx,
+    metadata: Annotated[dict[str, str], Depends(metadata_filters)],
     account: Filter = None,
     status: Annotated[
         Literal["pending", "held", "in_transit", "paid", "failed", "canceled"] | None, Query()
@@ -420,17 +423,23 @@ def list_payouts(
     position = s.read_position(request, ["payouts"])
     if wants_csv(request, format):
         zone_ = _export_zone(tz)
-        _export_size(exports.count_payouts(s.view, account=account, status=status))
+        chosen = {"account": account, "status": status, "metadata": metadata}
+        _export_size(exports.count_payouts(s.view, **chosen))
         keys, metadata_of = account_metadata(
             s.ledger.get_account, exports.accounts_in(s.view, account)
         )
         rows = (
             finance_payout(p, zone_, keys, metadata_of)
-            for p in exports.iter_payouts(s.view, account=account, status=status)
+            for p in exports.iter_payouts(s.view, **chosen)
         )
         return _stream(rows, PAYOUT_COLUMNS_CSV + metadata_columns(keys), position)
     page = queries.list_payouts(
-        s.view, account=account, status=status, limit=limit, starting_after=starting_after
+        s.view,
+        account=account,
+        status=status,
+        metadata=metadata,
+        limit=limit,
+        starting_after=starting_after,
     )
     return list_response(
         request, page.data, page.has_more, position, wants_csv(request, format), PAYOUT_COLUMNS

@@ -85,7 +85,7 @@ def payout_details(payout: dict[str, Any]) -> dict[str, str | int | bool | None]
     }
 
 
-def _details_digest(details: dict[str, str | int | bool | None]) -> str:
+def _details_digest(details: dict[str, Any]) -> str:
     """A short, stable name of the details: a details-only fact's idempotency key."""
     text = json.dumps(details, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -571,13 +571,17 @@ class Folder:
         status = PENDING_STATUS if recorded.status == HELD else recorded.status
         moves = PAYOUT_RANK[target] > PAYOUT_RANK[status] or (status == PAID and target == FAILED)
         details = payout_details(payout)
-        if not moves and submit is None and details == recorded.reported:
+        metadata = translate.payout_metadata(payout)
+        same_metadata = dict(metadata) == recorded.reported_metadata
+        if not moves and submit is None and details == recorded.reported and same_metadata:
             return  # already there (or further): a stale or repeated event
+        # A details-only fact is keyed by what it says (its metadata too, once that changes).
+        said: dict[str, Any] = details if same_metadata else {**details, "metadata": metadata}
         when = self._payout_moved_at(payout, target, obj, account)
         self._record(
             facts.PayoutStatusReported(
                 idempotency_key=f"stripe:payout:{payout['id']}:{target if moves else 'submitted'}"
-                + ("" if moves or submit is not None else f":{_details_digest(details)}"),
+                + ("" if moves or submit is not None else f":{_details_digest(said)}"),
                 effective_at=when if moves else at,
                 payout_id=str(payout_id),
                 status=target if moves else status,
@@ -586,6 +590,7 @@ class Folder:
                 if target == FAILED
                 else None,
                 details=details,
+                metadata=metadata,
             )
         )
 

@@ -96,6 +96,17 @@ def payment_metadata(charge: Json, intent: Json | None) -> tuple[tuple[str, str]
     """A payment's metadata: its PaymentIntent's with the charge's over it, tidied as an
     account's is (printable, within Stripe's bounds), as sorted pairs."""
     merged = {**((intent or {}).get("metadata") or {}), **(charge.get("metadata") or {})}
+    return _tidy_metadata(merged)
+
+
+def payout_metadata(payout: Json) -> tuple[tuple[str, str], ...]:
+    """A payout's metadata as Stripe reports it (Sluice's own ``sluice_payout_id`` among it),
+    tidied as a payment's is, as sorted pairs."""
+    return _tidy_metadata(payout.get("metadata") or {})
+
+
+def _tidy_metadata(merged: Json) -> tuple[tuple[str, str], ...]:
+    """Printable keys and values within Stripe's bounds, as sorted pairs."""
     tidy = {
         _printable(k, METADATA_KEY_LEN_MAX): _printable(v, METADATA_VALUE_LEN_MAX)
         for k, v in list(merged.items())[:METADATA_KEYS_MAX]

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from adapters.stripe.folding import SLUICE_PAYOUT_METADATA_KEY
 from adapters.stripe.gateway import StripeClientGateway
 from ledger.ids import object_id
 from ledger.journal import AVAILABLE, BANK, PAYOUTS_IN_TRANSIT, PENDING
@@ -392,6 +393,8 @@ def test_a_payout_paid_then_failed_comes_back(world: World, workers: subprocess.
     world.fold()
     payout = world.store.ledger.get_payout(payout_id)
     assert payout is not None and payout.status == PAID
+    # Sluice's own payout carries the metadata it sent to Stripe, as Stripe reports it.
+    assert payout.reported_metadata == {SLUICE_PAYOUT_METADATA_KEY: payout_id}
     world.sb.advance(DAY_S)
     world.fold()
     payout = world.store.ledger.get_payout(payout_id)
