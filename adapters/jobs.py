@@ -205,6 +205,7 @@ def evaluate_payout_body(ctx: Context, account_id: str, currency: str, slot: str
             ctx.ledger.get_balance(account_id, currency),
             currency,
             date.fromisoformat(slot),
+            unreconciled_minor=_unreconciled(ctx, account_id, currency),
         )
         if not decision.pay:
             if decision.reason == payout_policy.PAUSED:
@@ -228,6 +229,14 @@ def evaluate_payout_body(ctx: Context, account_id: str, currency: str, slot: str
             if ctx.ledger.get_payout(decision.payout_id) is None:
                 raise
     return decision.payout_id
+
+
+def _unreconciled(ctx: Context, account_id: str, currency: str) -> int:
+    """What open breaks credited to this balance from its clearing book (the clearing book is
+    negative by that much): held back from payouts until reconcile resolves them."""
+    from projections.reconciliation import clearing_books
+
+    return max(0, -clearing_books(ctx.view, account_id).get((account_id, currency), 0))
 
 
 def route_payment_body(ctx: Context, payment_id: str) -> list[str]:

@@ -61,10 +61,20 @@ def payout_due(schedule: dict[str, Any], slot: date) -> bool:
 
 
 def decide_payout(
-    account: ConnectedAccount | None, balance: Balance | None, currency: str, slot: date
+    account: ConnectedAccount | None,
+    balance: Balance | None,
+    currency: str,
+    slot: date,
+    *,
+    unreconciled_minor: int = 0,
 ) -> PayoutDecision:
     """The slot's payout: everything available, when the schedule says so and nothing stops it.
-    ``account`` and ``balance`` are the ledger's current state (None: not there)."""
+    ``account`` and ``balance`` are the ledger's current state (None: not there).
+
+    ``unreconciled_minor``: what open reconciliation breaks booked into this balance from its
+    clearing book (Stripe showed more than the ledger could explain). It is held back: until the
+    break is resolved, the movement behind it may still arrive (a late webhook) and be booked a
+    second time beside the clearing entry, and paying that out would pay it twice."""
     account_id = account.account_id if account is not None else ""
     payout_id = payout_id_for(account_id, currency, slot.isoformat())
     if account is None or account.closed or account.kind != "connected":
@@ -78,7 +88,7 @@ def decide_payout(
     # Stripe's requirements past due (or a disabled account): paused until Stripe lifts them.
     if blocking(getattr(account, "requirements", None)) is not None:
         return PayoutDecision(payout_id, PAUSED)
-    available = balance.available_minor if balance is not None else 0
+    available = (balance.available_minor if balance is not None else 0) - max(0, unreconciled_minor)
     minimum = max(int(account.schedule.get("minimum_minor", {}).get(currency, 0)), 1)
     if available < minimum:
         return PayoutDecision(payout_id, BELOW_MINIMUM, available)
