@@ -2,7 +2,8 @@
 
 1. **Accounts.** Every connected account (``GET /v1/accounts``) is opened and brought in step
    through the folder's own ``account.updated`` path (``Folder.sync_account``), so an imported
-   account equals a folded one; its payout schedule is recorded beside it.
+   account equals a folded one; its payout schedule is recorded beside it, unless Stripe's is
+   ``manual`` (the platform pays out: Sluice's own schedule applies).
 2. **Opening balances.** Stripe has no balance-as-of endpoint, so each account's balance at the
    cut-over is derived from Stripe's numbers alone: ``GET /v1/balance`` now, less the net of every
    balance transaction created at or after the cut-over (read twice around the listing, so a
@@ -83,9 +84,15 @@ class ImportReport:
 
 
 def _schedule_command(account_id: str, acct: Json) -> c.SetPayoutSchedule | None:
-    """Stripe's payout schedule of an account as Sluice's command (keyed by its content)."""
+    """Stripe's payout schedule of an account as Sluice's command (keyed by its content).
+
+    None for Stripe's ``manual``: there it means the platform creates the payouts, i.e. Sluice
+    pays out by its own schedule, not Sluice's ``manual`` (never by schedule, only on request).
+    The account keeps Sluice's default schedule, as it does when ``account.updated`` opens it:
+    the same account at Stripe must not be paid out or not by whichever path opened it first
+    (the periodic ``sync_accounts`` or the webhook)."""
     schedule = ((acct.get("settings") or {}).get("payouts") or {}).get("schedule") or {}
-    if not schedule.get("interval"):
+    if not schedule.get("interval") or schedule["interval"] == "manual":
         return None
     params: dict[str, Any] = {
         "interval": str(schedule["interval"]),

@@ -335,6 +335,12 @@ def test_accounts_created_at_stripe_later_are_opened_without_any_event(
     assert found is not None and found.kind == "connected"
     assert found.schedule["interval"] == "weekly" and found.schedule["delay_days"] == 3
     assert jobs.sync_accounts_body(ctx) == []
+    # Stripe's ``manual`` (the platform pays out) is not Sluice's ``manual`` (never by schedule):
+    # opened by the sync, as by ``account.updated``, the account keeps Sluice's own schedule.
+    player._op_account("A8", 2, "ok", "manual")
+    (opened,) = jobs.sync_accounts_body(ctx)
+    found = player.ledger.get_account(opened)
+    assert found is not None and found.schedule["interval"] != "manual", found.schedule
 
 
 def test_the_command_imports_and_answers_in_one_line_when_it_cannot(
