@@ -20,8 +20,16 @@ from adapters.export import (
 )
 from adapters.http.auth import account_filter
 from adapters.http.errors import ApiError, not_found
-from adapters.http.models import TEXT_PATTERN, UNIX_SECONDS_MAX, ListReply, Reply
-from adapters.http.support import Sluice, csv_response, ctx, json_response, wants_csv
+from adapters.http.models import TEXT_PATTERN, ListReply, Reply
+from adapters.http.support import (
+    Format,
+    Seconds,
+    Sluice,
+    csv_response,
+    ctx,
+    json_response,
+    wants_csv,
+)
 from projections import payout_items
 
 router = APIRouter(tags=["reads"])
@@ -39,11 +47,6 @@ PayoutFilter = Annotated[
 AccountFilter = Annotated[
     str | None,
     Query(min_length=1, max_length=255, pattern=TEXT_PATTERN, description="only this account"),
-]
-Seconds = Annotated[int | None, Query(ge=0, le=UNIX_SECONDS_MAX, description="unix seconds")]
-Format = Annotated[
-    Literal["json", "csv"] | None,
-    Query(description="csv for a CSV rendering (or send Accept: text/csv)"),
 ]
 Check = Literal["sums", "differs", "not_itemized"]
 REPORT_COLUMNS = (

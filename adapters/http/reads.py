@@ -38,6 +38,8 @@ from adapters.http.onboarding import requirements_out
 from adapters.http.payout_reports import PayoutFilter, settled_by_payout
 from adapters.http.support import (
     POSITION_HEADER,
+    Format,
+    Seconds,
     Sluice,
     csv_response,
     ctx,
@@ -58,13 +60,8 @@ public_router = APIRouter(tags=["health"])  # no key, no thread pool, no store (
 
 Ctx = Annotated[Sluice, Depends(ctx)]
 AccountId = Annotated[str, Path(min_length=1, max_length=255, pattern=ID_PATTERN)]
-Format = Annotated[
-    Literal["json", "csv"] | None,
-    Query(description="csv for a CSV rendering (or send Accept: text/csv)"),
-]
 Limit = Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)]
 Cursor = Annotated[str | None, Query(min_length=1, max_length=255, pattern=ID_PATTERN)]
-Seconds = Annotated[int | None, Query(ge=0, le=UNIX_SECONDS_MAX, description="unix seconds")]
 Filter = Annotated[str | None, Query(min_length=1, max_length=255, pattern=TEXT_PATTERN)]
 POSITION_MAX = 2**63 - 1
 # The routes served from read models: they honour Sluice-Min-Position.

@@ -11,7 +11,15 @@ from pydantic import Field
 
 from adapters.http.errors import API_ERROR, ApiError, ErrorEnvelope
 from adapters.http.models import ID_PATTERN, TEXT_PATTERN, ListReply, Reply
-from adapters.http.support import Sluice, csv_response, ctx, json_response, list_response, wants_csv
+from adapters.http.support import (
+    Format,
+    Sluice,
+    csv_response,
+    ctx,
+    json_response,
+    list_response,
+    wants_csv,
+)
 from adapters.stripe.gateway import GatewayError
 from projections import reconciliation as recon_view
 from projections.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
@@ -19,10 +27,6 @@ from projections.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
 router = APIRouter(tags=["reconciliation"])
 
 Ctx = Annotated[Sluice, Depends(ctx)]
-Format = Annotated[
-    Literal["json", "csv"] | None,
-    Query(description="csv for a CSV rendering (or send Accept: text/csv)"),
-]
 Account = Annotated[
     str | None,
     Query(

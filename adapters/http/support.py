@@ -6,16 +6,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 from uuid import UUID
 
-from fastapi import Header, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from adapters import deadlines
 from adapters.export import to_csv
 from adapters.http.errors import ApiError
+from adapters.http.models import UNIX_SECONDS_MAX
 from adapters.keys import KeyCache
 from adapters.settings import Settings
 from ledger.application import CommandResult, Ledger
@@ -25,6 +26,14 @@ from ledger.limits import IDEMPOTENCY_KEY_LEN_MAX
 from ledger.records import CommandRecord
 from projections.runner import Projector
 from projections.store import ReadModel
+
+# Query parameters several routers share.
+Format = Annotated[
+    Literal["json", "csv"] | None,
+    Query(description="csv for a CSV rendering (or send Accept: text/csv)"),
+]
+Seconds = Annotated[int | None, Query(ge=0, le=UNIX_SECONDS_MAX, description="unix seconds")]
+
 
 POSITION_HEADER = "Sluice-Position"
 MIN_POSITION_HEADER = "Sluice-Min-Position"
