@@ -25,7 +25,7 @@ from projections.store import ReadModel
 
 log = logging.getLogger("sluice.audit")
 
-# Defaults while the settings model has no field for them (read with getattr below): a signed
+# The defaults of the settings SLUICE_AUDIT_CHECKPOINT_INTERVAL_S and _STEP_EVENTS: a signed
 # checkpoint at most once a minute bounds the checkpoints table to ~1 440 rows a day; 20 000
 # leaves a step is ~1 s of work at the measured rate, short beside a projector step's deadline.
 CHECKPOINT_INTERVAL_S = 60.0

@@ -9,8 +9,17 @@ from typing import Any
 
 import pytest
 
-from adapters.audit_format import LeafEvent
-from adapters.audit_log import AuditError, Checkpointer, Head, MerkleStore, leaf_event, read_events
+from adapters.audit_format import LeafEvent, to_micros
+from adapters.audit_log import (
+    AuditError,
+    Checkpointer,
+    Head,
+    MerkleStore,
+    leaf_event,
+    leaf_hash_of,
+    read_events,
+    recorded_at_us,
+)
 from adapters.merkle import EMPTY_ROOT, leaf_hash, root_of
 from adapters.proof_verifier import verify_checkpoint
 from tests.integration.merkle_support import Books, books_on
@@ -55,6 +64,20 @@ def test_appending_page_by_page_builds_the_rfc_tree(where: tuple[str, Any]) -> N
         again = Checkpointer(books.ledger, books.store, key=books.key, page_events=10_000)
         latest = again.checkpoint()
         assert latest.root_hash == root_of(hashes) and latest.tree_size == sizes[-1]
+
+
+def test_the_checkpointers_leaf_is_the_decoded_events(where: tuple[str, Any]) -> None:
+    """The checkpointer reads each recorded instant without decoding the whole state and
+    encodes without the LeafEvent: both must give what the full decode gives, event by event."""
+    with books_on(*where) as books:
+        for op in ("charge", "transfer", "topup", "release", "payout", "charge"):
+            books.apply(op, 4_321)
+        notifications = read_events(books.ledger, 0, 10_000)
+        assert len(notifications) > 20
+        for n in notifications:
+            decoded = books.ledger.mapper.to_domain_event(n)
+            assert recorded_at_us(books.ledger, n) == to_micros(decoded.timestamp)
+            assert leaf_hash_of(books.ledger, n) == leaf_hash(leaf_event(books.ledger, n).encode())
 
 
 def test_an_empty_tree_has_the_empty_root(tmp_path: Path) -> None:

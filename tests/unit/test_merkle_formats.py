@@ -7,13 +7,15 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.audit_format import (
     Checkpoint,
@@ -211,3 +213,55 @@ def test_the_verifier_on_a_proof_file_made_without_a_store() -> None:
     lying = [*events[:8], replace(events[8], recorded_at_us=to_micros(AT) + 1)]
     with pytest.raises(VerificationError, match="recorded_at"):
         verify_document(_document(lying, key, [8]), key.public_key())
+
+
+# The checkpointer reads each event's recorded instant without decoding the whole state; the
+# fast path must read exactly what the transcoder reads, or decline (None) and let it decode.
+def _transcoder() -> Any:
+    from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
+        transcoder.register(transcoding)
+    return transcoder
+
+
+_json_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=20),
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])),
+    st.uuids(),
+)  # fmt: skip
+_payloads = st.recursive(
+    _json_leaves,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(["timestamp", "_type_", "_data_", "amount", "ö\n"]), inner, max_size=3
+    ),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    timestamp=st.one_of(
+        st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3))])), _payloads
+    ),
+    others=st.dictionaries(st.text(max_size=8), _payloads, max_size=4),
+)
+def test_the_fast_recorded_instant_is_the_transcoders(timestamp: Any, others: Any) -> None:
+    from eventsourcing.persistence import TranscodingNotRegisteredError
+
+    from adapters.audit_log import _timestamp_fast
+
+    transcoder = _transcoder()
+    state = transcoder.encode(others | {"timestamp": timestamp})
+    fast = _timestamp_fast(state)
+    try:
+        decoded = transcoder.decode(state)["timestamp"]
+    except (TranscodingNotRegisteredError, TypeError, KeyError):  # a "_type_" it cannot read:
+        # no event is stored so
+        return
+    if fast is not None:
+        assert fast == decoded and fast.utcoffset() == decoded.utcoffset()
+    if isinstance(timestamp, datetime):  # what every stored event has: the fast path answers
+        assert fast == timestamp
