@@ -39,19 +39,19 @@ def check_limit(limit: int) -> int:
 
 
 def balance(view: ReadModel, account_id: str) -> dict[str, Any]:
-    with view.read() as tx:
-        tx.execute(
-            "SELECT currency, pending, available, reserved FROM rm_balances"
-            " WHERE account_id = %s ORDER BY currency",
-            (account_id,),
-        )
-        rows = tx.all()
-        # Reconciliation's clearing book (projections.reconciliation): what open breaks hold.
-        tx.execute(
-            "SELECT currency, amount FROM rm_clearing WHERE account_id = %s ORDER BY currency",
-            (account_id,),
-        )
-        clearing = tx.all()
+    # One statement (one snapshot, one round trip): the balances, then reconciliation's
+    # clearing book (projections.reconciliation: what open breaks hold) as rows of kind 'c'.
+    both = view.query(
+        "SELECT 'b' AS kind, currency, pending, available, reserved FROM rm_balances"
+        " WHERE account_id = %s UNION ALL"
+        " SELECT 'c' AS kind, currency, amount, 0, 0 FROM rm_clearing WHERE account_id = %s"
+        " ORDER BY kind, currency",
+        (account_id, account_id),
+    )
+    rows = [r for r in both if r["kind"] == "b"]
+    clearing = [
+        {"currency": r["currency"], "amount": r["pending"]} for r in both if r["kind"] == "c"
+    ]
     return {
         "object": "balance",
         "account": account_id,
