@@ -2,9 +2,10 @@
 
 Each webhook is still stored before it is answered (verify → store → 2xx): its caller waits until
 the transaction holding its row committed. Whichever caller finds the writer free stores
-everything queued so far (at most ``INBOX_GROUP_SIZE_MAX``) with ``inbox.store``'s own statement,
-so under load many one-row commits (one WAL flush each) become a few larger ones. If a group
-fails, each of its events is stored again alone, so one bad delivery fails only itself.
+everything queued so far (at most ``INBOX_GROUP_SIZE_MAX``) in one multi-row INSERT
+(``inbox.store_many``: one round trip, where a statement per event took one each), so under load
+many one-row commits (one WAL flush each) become a few larger ones. If a group fails, each of its
+events is stored again alone, so one bad delivery fails only itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from adapters.stripe import inbox
 from projections.store import ReadModel, Tx
 
-INBOX_GROUP_SIZE_MAX = 100  # webhooks stored in one transaction
+INBOX_GROUP_SIZE_MAX = inbox.STORE_MANY_MAX  # webhooks stored in one transaction, one statement
 
 
 class _Slot:
@@ -44,12 +45,16 @@ class _SharedTx:
 
 
 Store = Callable[[Any, dict[str, Any], bytes], bool]
+StoreMany = Callable[[Tx, list[tuple[dict[str, Any], bytes]]], list[bool]]
 
 
 class InboxWriter:
-    def __init__(self, view: ReadModel, store: Store = inbox.store) -> None:
+    def __init__(
+        self, view: ReadModel, store: Store = inbox.store, store_many: StoreMany | None = None
+    ) -> None:
         self.view = view
         self._store = store
+        self._store_many = store_many
         self._queue: list[_Slot] = []
         self._queue_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -75,8 +80,11 @@ class InboxWriter:
     def _store_group(self, taken: list[_Slot]) -> None:
         try:
             with self.view.write(None) as tx:
-                shared = _SharedTx(tx)
-                inserted = [self._store(shared, s.event, s.raw) for s in taken]
+                if self._store_many is not None:  # the group in one statement
+                    inserted = self._store_many(tx, [(s.event, s.raw) for s in taken])
+                else:
+                    shared = _SharedTx(tx)
+                    inserted = [self._store(shared, s.event, s.raw) for s in taken]
         except BaseException as failure:
             if len(taken) == 1:
                 taken[0].failure, taken[0].done = failure, True
@@ -101,5 +109,5 @@ def writer_for(view: ReadModel) -> InboxWriter:
     with _writers_lock:
         found = _writers.get(view)
         if found is None:
-            found = _writers[view] = InboxWriter(view)
+            found = _writers[view] = InboxWriter(view, inbox.store, inbox.store_many)
         return found

@@ -143,25 +143,53 @@ class StoredEvent:
     payload: dict[str, Any]
 
 
+_INSERT_EVENT = (
+    "INSERT INTO sl_stripe_events (event_id, type, account, livemode, created, received,"
+    " payload, status, attempts) VALUES {rows}"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+_EVENT_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, 0)"
+STORE_MANY_MAX = 100  # rows per statement: 8 parameters each stays under SQLite's 999
+
+
+def _row(event: dict[str, Any], raw: bytes, received: int) -> tuple[Any, ...]:
+    return (
+        str(event["id"]),
+        str(event.get("type", "")),
+        event.get("account"),
+        1 if event.get("livemode") else 0,
+        int(event.get("created") or 0),
+        received,
+        raw.decode("utf-8"),
+        PENDING,
+    )
+
+
 def store(view: ReadModel, event: dict[str, Any], raw: bytes) -> bool:
     """Stores a verified event once. Returns False for a duplicate delivery."""
     with view.write(None) as tx:
-        tx.execute(
-            "INSERT INTO sl_stripe_events (event_id, type, account, livemode, created, received,"
-            " payload, status, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0)"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            (
-                str(event["id"]),
-                str(event.get("type", "")),
-                event.get("account"),
-                1 if event.get("livemode") else 0,
-                int(event.get("created") or 0),
-                int(time.time()),
-                raw.decode("utf-8"),
-                PENDING,
-            ),
-        )
+        tx.execute(_INSERT_EVENT.format(rows=_EVENT_ROW), _row(event, raw, int(time.time())))
         return tx.one() is not None
+
+
+def store_many(tx: Any, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
+    """Stores verified events in one statement (one round trip) in the caller's transaction;
+    says of each whether it was new. Of two deliveries of one event in ``items``, the first
+    stores it and the second is the duplicate, as if they had come one after the other."""
+    if not 1 <= len(items) <= STORE_MANY_MAX:
+        raise ValueError(f"store_many takes 1 to {STORE_MANY_MAX} events")
+    received = int(time.time())
+    tx.execute(
+        _INSERT_EVENT.format(rows=", ".join([_EVENT_ROW] * len(items))),
+        [value for event, raw in items for value in _row(event, raw, received)],
+    )
+    inserted = {row["event_id"] for row in tx.all()}
+    outcome = []
+    for event, _ in items:
+        event_id = str(event["id"])
+        outcome.append(event_id in inserted)
+        inserted.discard(event_id)  # a second delivery in the same group is the duplicate
+    return outcome
 
 
 def store_unparseable(view: ReadModel, parsed: Parsed, raw: bytes) -> bool:

@@ -67,3 +67,40 @@ def test_a_lone_failure_is_raised_to_its_caller() -> None:
     with pytest.raises(ValueError):
         writer.store({"id": "evt_bad", "bad": True}, b"{}")
     assert writer.store({"id": "evt_good"}, b"{}") is True
+
+
+def test_a_group_in_one_statement_tells_each_delivery_its_own_outcome() -> None:
+    """With a group store (one multi-row INSERT), each caller still learns whether its own
+    delivery was new; a failing group falls back to one statement each."""
+    view = FakeView()
+    groups: list[list[str]] = []
+
+    def store_many(tx: Any, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
+        ids = [event["id"] for event, _ in items]
+        if any(event.get("bad") for event, _ in items):
+            raise ValueError("the group fails")
+        groups.append(ids)
+        tx.extend(ids)
+        return [True] * len(ids)
+
+    writer = InboxWriter(view, fake_store, store_many)  # type: ignore[arg-type]
+    outcomes: dict[str, Any] = {}
+    barrier = threading.Barrier(12)
+
+    def deliver(n: int) -> None:
+        event = {"id": f"evt_{n}", "bad": n == 3}
+        barrier.wait(10)
+        try:
+            outcomes[event["id"]] = writer.store(event, b"{}")
+        except ValueError as error:
+            outcomes[event["id"]] = error
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert isinstance(outcomes.pop("evt_3"), ValueError)
+    assert outcomes == {f"evt_{n}": True for n in range(12) if n != 3}
+    stored = [e for tx in view.committed for e in tx]
+    assert sorted(stored) == sorted(outcomes)
