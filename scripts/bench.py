@@ -1,4 +1,4 @@
-"""Sluice benchmarks: routed payments per second, and the read side at a realistic log size.
+"""Sluice benchmarks: every row of issue 13's table, each beside a baseline of the same run.
 
 Every measurement runs in a fresh PostgreSQL schema, dropped at the end. Ratios to a baseline
 measured in the same run are the transferable figures; absolute numbers say as much about the
@@ -9,13 +9,18 @@ machine as about Sluice.
     bench_projections.py  --suite projections: rebuild rates and query latency beside raw reads
     bench_serve.py        --suite serve: several `sluice serve` processes on a hot account, and
                           webhook ingest beside an empty route
+    bench_latency.py      --suite latency: command latency on a seller with a long history
+                          beside sellers with ten events
+    bench_workers.py      --suite workers (and ``scripts/bench workers``): payouts end to end
+                          through the relay, RabbitMQ and a worker, beside confirmed publishes
     bench_targets.py      issue 13's table: figure, baseline, ratio, target, PASS/SHORT
     bench_common.py       machine facts, schemas, a Ledger with accounts open, tables, JSON
-    bench_workers.py      ``scripts/bench workers``: payouts per second through RabbitMQ
 
-    scripts/bench --quick                # both suites, smoke-sized
+    scripts/bench --quick                # every suite, smoke-sized (under 2 minutes)
     scripts/bench --suite payments --seconds 30 --threads 1,4,16
     scripts/bench --suite projections --events 1000000
+    scripts/bench --suite latency --long-history 100000
+    scripts/bench --suite workers --payouts 200
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import bench_hordak
+import bench_latency
 import bench_payments
 import bench_projections
 import bench_serve
 import bench_targets
+import bench_workers
 import psycopg
 from bench_common import (
     DEFAULT_URL,
@@ -53,6 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     bench_payments.check_args(parser, args)
     bench_projections.check_args(parser, args)
+    bench_latency.check_args(parser, args)
+    bench_workers.check_args(parser, args)
     parsed = urlparse(args.database_url)
     if parsed.scheme not in ("postgres", "postgresql"):
         parser.error("--database-url must be a postgresql:// URL")
@@ -70,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "application fee) at several client thread counts, unbatched and batched, beside a raw "
         "psycopg one-row INSERT baseline measured in the same run. projections: on a history of "
         "--events events, the rebuild rate of every read model beside the raw read rate of the "
-        "events table, and balance query latency beside a raw primary-key SELECT.",
+        "events table, and balance query latency beside a raw primary-key SELECT. serve, latency, "
+        "workers: see scripts/bench_serve.py, bench_latency.py, bench_workers.py.",
     )
     parser.add_argument(
         "--suite",
-        choices=("payments", "projections", "serve", "all"),
+        choices=("payments", "projections", "serve", "latency", "workers", "all"),
         default="all",
         help="which benchmark to run (default all)",
     )
@@ -85,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="smoke run: 2 s per payments measurement, a "
-        f"{bench_projections.HISTORY_EVENTS_QUICK:,}-event history",
+        f"{bench_projections.HISTORY_EVENTS_QUICK:,}-event history, a "
+        f"{bench_latency.LONG_HISTORY_QUICK:,}-event seller, {bench_workers.PAYOUTS_QUICK} payouts",
     )
     parser.add_argument(
         "--database-url",
@@ -114,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip django-hordak (installed from PyPI into var/bench/hordak-venv on first use)",
     )
+    bench_latency.add_arguments(parser)
+    bench_workers.add_arguments(parser)
     serve = parser.add_argument_group("serve suite")
     serve.add_argument(
         "--processes", type=int, default=4, help="sluice serve processes on the hot account (4)"
@@ -147,6 +160,13 @@ def print_header(args: argparse.Namespace, facts: dict[str, Any], started: datet
         print(bench_payments.describe_run(args))
     if args.suite in ("projections", "all"):
         print(bench_projections.describe_run(args))
+    if args.suite in ("latency", "all"):
+        print(bench_latency.describe_run(args))
+    if args.suite in ("workers", "all"):
+        print(
+            f"workers: {args.payouts} payouts, 1 worker process x {args.worker_threads} threads, "
+            f"RabbitMQ {bench_workers.BROKER_URL.split('@')[-1]}"
+        )
     print(
         "note: the ratios to the baseline (same machine, same run, same client threads) are the "
         "transferable figures; the absolute numbers mostly describe this machine."
@@ -154,22 +174,25 @@ def print_header(args: argparse.Namespace, facts: dict[str, Any], started: datet
     print()
 
 
-def run_suites(
-    args: argparse.Namespace, payments: bool, projections: bool, serve: bool
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
-    """Runs the suites asked for, each in schemas of its own, all of them dropped at the end."""
+def run_suites(args: argparse.Namespace, suites: set[str]) -> dict[str, Any]:
+    """Runs the suites asked for, each in schemas of its own, all of them dropped at the end.
+    Returns each suite's results (None: not run)."""
     schemas = Schemas(args.conninfo)
-    rows: list[dict[str, Any]] = []
-    projected: dict[str, Any] | None = None
-    served: dict[str, Any] | None = None
-    hordak: dict[str, Any] = {"error": "not asked for"}
+    out: dict[str, Any] = {
+        "rows": [],
+        "projections": None,
+        "serve": None,
+        "latency": None,
+        "workers": None,
+        "hordak": {"error": "not asked for"},
+    }
     try:
-        if payments:
+        if "payments" in suites:
             print("== payments ==")
-            rows = bench_payments.run_payments(args, schemas)
+            out["rows"] = bench_payments.run_payments(args, schemas)
             if args.hordak:
                 print("[hordak] django-hordak transfer_to at the same thread counts", flush=True)
-                hordak = bench_hordak.measure_hordak(
+                out["hordak"] = hordak = bench_hordak.measure_hordak(
                     args.conninfo, schemas, args.thread_counts, args.seconds
                 )
                 for r in hordak.get("rows", []):
@@ -179,17 +202,46 @@ def run_suites(
                     )
                 if "error" in hordak:
                     print(f"      {hordak['error']}", flush=True)
-        if projections:
+        if "projections" in suites:
             print()
             print("== projections ==")
-            projected = bench_projections.run_projections(args, schemas)
-        if serve:
+            out["projections"] = bench_projections.run_projections(args, schemas)
+        if "serve" in suites:
             print()
             print("== serve ==")
-            served = run_serve(args, schemas)
+            out["serve"] = run_serve(args, schemas)
+        if "latency" in suites:
+            print()
+            print("== latency ==")
+            out["latency"] = bench_latency.run_latency(args, schemas)
+        if "workers" in suites:
+            print()
+            print("== workers ==")
+            out["workers"] = run_workers(args)
     finally:
         schemas.drop_all()
-    return rows, projected, served, hordak
+    return out
+
+
+def run_workers(args: argparse.Namespace) -> dict[str, Any]:
+    """Payouts end to end (bench_workers); a failure is the row's (SHORT), not the run's."""
+    print(
+        f"[1/1] {args.payouts} payouts: relay -> RabbitMQ -> worker -> Stripe sandbox -> ledger",
+        flush=True,
+    )
+    deadline = bench_workers.DEADLINE_QUICK_S if args.quick else bench_workers.DEADLINE_S
+    try:
+        result = bench_workers.measure_workers(
+            args.conninfo, args.payouts, args.worker_threads, deadline
+        )
+    except Exception as exc:  # reported in the table and the results file
+        result = {"failed": f"{type(exc).__name__}: {exc}"[:200]}
+    if "not_run" in result or "failed" in result:
+        print(f"      {result.get('not_run') or result['failed']}", flush=True)
+    else:
+        for line in bench_workers.report(result).splitlines():
+            print(f"      {line}", flush=True)
+    return result
 
 
 def run_serve(args: argparse.Namespace, schemas: Schemas) -> dict[str, Any]:
@@ -244,6 +296,10 @@ def run_settings(args: argparse.Namespace, projections: bool) -> dict[str, Any]:
         "verify": args.verify,
         "shared_read": args.shared_read,
         "profile": args.profile_names,
+        "long_history": args.long_history,
+        "command_samples": args.command_samples,
+        "payouts": args.payouts,
+        "worker_threads": args.worker_threads,
         "ledger": Settings(database_url=args.conninfo).model_dump(exclude={"database_url"}),
     }
 
@@ -258,14 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"error: cannot reach PostgreSQL at {describe(args.conninfo)}: {exc}", file=sys.stderr
         )
         return 2
-    payments = args.suite in ("payments", "all")
-    projections = args.suite in ("projections", "all")
-    serve = args.suite in ("serve", "all")
+    suites = (
+        {"payments", "projections", "serve", "latency", "workers"}
+        if args.suite == "all"
+        else {args.suite}
+    )
     print_header(args, facts, started)
-    rows, projected, served, hordak = run_suites(args, payments, projections, serve)
+    out = run_suites(args, suites)
+    rows, projected, served, hordak = out["rows"], out["projections"], out["serve"], out["hordak"]
+    workers = out["workers"]
 
     balanced = all_ok = True
-    if payments:
+    if "payments" in suites:
         balanced, all_ok = bench_payments.report_payments(args, rows)
     if projected is not None:
         bench_projections.report_projections(projected)
@@ -273,11 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if served is not None:
         hot = served["hot"]
         all_ok = all_ok and hot["one_process"]["ledger"]["ok"] and hot["several"]["ledger"]["ok"]
+    if workers is not None and "not_run" not in workers:
+        all_ok = all_ok and workers.get("exactly_once", False)
     targets = (
-        (bench_targets.payment_rows(rows, hordak) if payments else [])
+        (bench_targets.payment_rows(rows, hordak) if "payments" in suites else [])
         + bench_targets.serve_rows(served)
         + bench_targets.projection_rows(projected)
-        + bench_targets.fixed_rows()
+        + bench_targets.latency_rows(out["latency"], args.quick)
+        + bench_targets.workers_rows(workers)
     )
     print()
     print("== issue 13 targets (ratios to baselines measured in this run) ==")
@@ -290,11 +353,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "finished_at": datetime.now(UTC).isoformat(),
         "suite": args.suite,
         "facts": facts,
-        "settings": run_settings(args, projections),
+        "settings": run_settings(args, "projections" in suites),
         "results": rows,
         "projections": projected,
         "serve": served,
         "hordak": hordak,
+        "latency": out["latency"],
+        "workers": workers,
         "targets": targets,
         "ledger_balanced": balanced,
         "validation_ok": all_ok,

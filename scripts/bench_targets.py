@@ -125,13 +125,49 @@ def projection_rows(projected: dict[str, Any] | None) -> list[dict[str, Any]]:
     return out
 
 
-def fixed_rows() -> list[dict[str, Any]]:
+def latency_rows(latency: dict[str, Any] | None, quick: bool) -> list[dict[str, Any]]:
+    """One row: the worst of the four ratios long/short (p50 and p99, cached and uncached) as
+    the figure; PASS only if all four are within the target."""
+    if latency is None:
+        return []
+    history = latency["history"]
+    ratios = {
+        (p, pct): latency[p][f"{pct}_ratio"]
+        for p in ("cached", "uncached")
+        for pct in ("p50", "p99")
+    }
+    phase, pct = max(ratios, key=lambda k: ratios[k])
+    note = ", ".join(f"{p} {q} {r:.2f} x" for (p, q), r in ratios.items())
+    note += f"; figure: {phase} {pct}" + ("; --quick history size" if quick else "")
     return [
-        _row("command latency, 100k-event account vs 10", None, None, "<= 1.5 x p50/p99", None,
-             note="not in this entry point yet"),
-        _row("payouts end to end vs confirmed publishes", None, None, ">= 0.2 x", None,
-             note="scripts/bench workers (needs RabbitMQ)"),
+        _row(
+            f"command latency (ms), seller with {history['long_events']:,} events vs "
+            f"{history['short_events']}, p50 and p99",
+            latency[phase]["long"][f"{pct}_ms"], latency[phase]["short"][f"{pct}_ms"],
+            "<= 1.5 x p50 and p99", all(r <= 1.5 for r in ratios.values()), unit=" ms",
+            note=note,
+        )
     ]  # fmt: skip
+
+
+def workers_rows(workers: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Payouts end to end: NOT RUN without RabbitMQ, SHORT unless exactly once."""
+    if workers is None:
+        return []
+    name = (
+        "payouts end to end (relay -> RabbitMQ -> worker -> Stripe sandbox -> ledger), exactly "
+        "once, vs confirmed publishes/s"
+    )
+    if "not_run" in workers:
+        return [_row(name, None, None, ">= 0.2 x, exactly once", None, note=workers["not_run"])]
+    if "failed" in workers:
+        return [_row(name, None, None, ">= 0.2 x, exactly once", False, note=workers["failed"])]
+    rate, baseline, once = workers["per_s"], workers["baseline_per_s"], workers["exactly_once"]
+    note = f"{workers['payouts']} payouts, exactly once: {'yes' if once else 'NO'}"
+    if not workers["complete"]:
+        note += f", incomplete after {workers['seconds']:.0f} s"
+    ok = once and rate >= 0.2 * baseline
+    return [_row(name, rate, baseline, ">= 0.2 x, exactly once", ok, note=note)]
 
 
 def render(targets: list[dict[str, Any]]) -> str:
