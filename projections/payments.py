@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
@@ -50,7 +49,6 @@ class PaymentsProjection(Projection[Any]):
         for table in self.tables:
             tx.execute(f"DELETE FROM {table}")
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Payment.Captured):
             self.tx.execute(

@@ -13,7 +13,6 @@ import json
 from datetime import datetime
 from typing import Any, ClassVar
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
@@ -50,7 +49,6 @@ class LedgerProjection(Projection[Any]):
     def __init__(self, view: ReadModel) -> None:
         super().__init__(view)
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Events a projection does not use only advance its position (done per batch)."""
 
@@ -78,7 +76,6 @@ class BalancesProjection(LedgerProjection):
         " position BIGINT NOT NULL, PRIMARY KEY (account_id, currency))",
     )
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, JournalEvent):
             for (account, currency), (pending, available, reserved) in _balance_deltas(
@@ -222,7 +219,6 @@ class BalanceTransactionsProjection(LedgerProjection):
         " ON rm_balance_transactions (account_id, position, id)",
     )
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Balance.Released):
             owner = next(p.owner for p in domain_event.entry_postings())
@@ -380,7 +376,6 @@ class PayoutsProjection(LedgerProjection):
         Payout.Held: "held",
     }
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Payout.Requested):
             self._requested(domain_event, tracking)
@@ -508,7 +503,6 @@ class RoutingHoldsProjection(LedgerProjection):
         " holds BIGINT NOT NULL)",
     )
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Payment.RoutingResumed):
             self.tx.execute(
@@ -544,7 +538,6 @@ class RevenueProjection(LedgerProjection):
         " fees_refunded BIGINT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (day, currency))",
     )
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         collected = isinstance(domain_event, Payment.ApplicationFeeCollected)
         refunded = isinstance(domain_event, Payment.ApplicationFeeRefunded)
@@ -592,7 +585,6 @@ class AccountsProjection(LedgerProjection):
         risk.DDL,
     )
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         aggregate_id = str(domain_event.originator_id)
         if isinstance(domain_event, ConnectedAccount.Opened):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
@@ -55,7 +54,6 @@ class ReconciliationProjection(Projection[Any]):
         for table in self.tables:
             tx.execute(f"DELETE FROM {table}")
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         position = tracking.notification_id
         if isinstance(domain_event, JournalEvent):
