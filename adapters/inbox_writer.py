@@ -3,9 +3,10 @@
 Each webhook is still stored before it is answered (verify → store → 2xx): its caller waits until
 the transaction holding its row committed. Whichever caller finds the writer free stores
 everything queued so far (at most ``INBOX_GROUP_SIZE_MAX``) in one multi-row INSERT
-(``inbox.store_many``: one round trip, where a statement per event took one each), so under load
-many one-row commits (one WAL flush each) become a few larger ones. If a group fails, each of its
-events is stored again alone, so one bad delivery fails only itself.
+(``inbox.store_many``, committed on its own: one round trip, where BEGIN, a statement per event
+and COMMIT took one each), so under load many one-row commits (one WAL flush each) become a few
+larger ones. If a group fails, each of its events is stored again alone, so one bad delivery
+fails only itself.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class _SharedTx:
 
 
 Store = Callable[[Any, dict[str, Any], bytes], bool]
-StoreMany = Callable[[Tx, list[tuple[dict[str, Any], bytes]]], list[bool]]
+StoreMany = Callable[[Any, list[tuple[dict[str, Any], bytes]]], list[bool]]
 
 
 class InboxWriter:
@@ -79,10 +80,10 @@ class InboxWriter:
 
     def _store_group(self, taken: list[_Slot]) -> None:
         try:
-            with self.view.write(None) as tx:
-                if self._store_many is not None:  # the group in one statement
-                    inserted = self._store_many(tx, [(s.event, s.raw) for s in taken])
-                else:
+            if self._store_many is not None:  # the group in one statement, committed alone
+                inserted = self._store_many(self.view, [(s.event, s.raw) for s in taken])
+            else:
+                with self.view.write(None) as tx:
                     shared = _SharedTx(tx)
                     inserted = [self._store(shared, s.event, s.raw) for s in taken]
         except BaseException as failure:

@@ -77,6 +77,12 @@ class _ReadModelMixin:
             tx.execute(statement, params)
             return tx.all()
 
+    def write_one(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """One write statement, committed alone (a statement is atomic); its RETURNING rows."""
+        with self.write(None) as tx:
+            tx.execute(statement, params)
+            return tx.all()
+
 
 class PostgresReadModel(_ReadModelMixin, PostgresTrackingRecorder):
     dialect = "postgres"
@@ -97,6 +103,14 @@ class PostgresReadModel(_ReadModelMixin, PostgresTrackingRecorder):
         balance read was four round trips). psycopg prepares it from its fifth use."""
         with self.datastore.get_connection() as conn:
             return list(conn.execute(self.sql(statement), list(params)).fetchall())
+
+    def write_one(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """One write statement in one round trip: autocommit commits it, atomic on its own
+        (BEGIN and COMMIT were two more round trips, each a wait for the GIL in a busy server).
+        Returns its RETURNING rows."""
+        with self.datastore.get_connection() as conn:
+            cursor = conn.execute(self.sql(statement), list(params))
+            return list(cursor.fetchall()) if cursor.description else []
 
     def add_ddl(self, statements: Sequence[str]) -> None:
         from psycopg.sql import SQL

@@ -172,18 +172,18 @@ def store(view: ReadModel, event: dict[str, Any], raw: bytes) -> bool:
         return tx.one() is not None
 
 
-def store_many(tx: Any, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
-    """Stores verified events in one statement (one round trip) in the caller's transaction;
-    says of each whether it was new. Of two deliveries of one event in ``items``, the first
-    stores it and the second is the duplicate, as if they had come one after the other."""
+def store_many(view: ReadModel, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
+    """Stores verified events in one statement, committed on its own (one round trip on
+    PostgreSQL); says of each whether it was new. Of two deliveries of one event in ``items``,
+    the first stores it and the second is the duplicate, as if they came one after the other."""
     if not 1 <= len(items) <= STORE_MANY_MAX:
         raise ValueError(f"store_many takes 1 to {STORE_MANY_MAX} events")
     received = int(time.time())
-    tx.execute(
+    returned = view.write_one(
         _INSERT_EVENT.format(rows=", ".join([_EVENT_ROW] * len(items))),
         [value for event, raw in items for value in _row(event, raw, received)],
     )
-    inserted = {row["event_id"] for row in tx.all()}
+    inserted = {row["event_id"] for row in returned}
     outcome = []
     for event, _ in items:
         event_id = str(event["id"])

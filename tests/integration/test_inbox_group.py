@@ -62,8 +62,7 @@ def test_a_group_stores_what_one_statement_each_would(views: tuple[ReadModel, Re
         assert inbox.store(view, earlier, raw[id(earlier)])
 
     alone = [inbox.store(one, e, raw[id(e)]) for e in deliveries]
-    with group.write(None) as tx:
-        together = inbox.store_many(tx, [(e, raw[id(e)]) for e in deliveries])
+    together = inbox.store_many(group, [(e, raw[id(e)]) for e in deliveries])
 
     assert together == alone == [True, True, False, False, True]
     assert rows(group) == rows(one)  # the first delivery's payload, as one at a time keeps it
@@ -72,8 +71,7 @@ def test_a_group_stores_what_one_statement_each_would(views: tuple[ReadModel, Re
 
 def test_a_group_is_bounded(views: tuple[ReadModel, ReadModel]) -> None:
     _, group = views
-    with group.write(None) as tx, pytest.raises(ValueError):
-        inbox.store_many(tx, [])
+    with pytest.raises(ValueError):
+        inbox.store_many(group, [])
     items = [(event(n), json.dumps(event(n)).encode()) for n in range(inbox.STORE_MANY_MAX)]
-    with group.write(None) as tx:
-        assert inbox.store_many(tx, items) == [True] * inbox.STORE_MANY_MAX  # SQLite's 999 holds
+    assert inbox.store_many(group, items) == [True] * inbox.STORE_MANY_MAX  # SQLite's 999 holds

@@ -75,12 +75,13 @@ def test_a_group_in_one_statement_tells_each_delivery_its_own_outcome() -> None:
     view = FakeView()
     groups: list[list[str]] = []
 
-    def store_many(tx: Any, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
+    def store_many(view: Any, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
         ids = [event["id"] for event, _ in items]
         if any(event.get("bad") for event, _ in items):
             raise ValueError("the group fails")
         groups.append(ids)
-        tx.extend(ids)
+        with view.write(None) as tx:
+            tx.extend(ids)
         return [True] * len(ids)
 
     writer = InboxWriter(view, fake_store, store_many)  # type: ignore[arg-type]
