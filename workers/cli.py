@@ -17,9 +17,10 @@ import threading
 from typing import Any
 
 from adapters import logs
+from adapters.cli.common import operational_problem
 from adapters.settings import Settings
 from workers.actors import queue_names, setup
-from workers.broker import broker_url, make_broker, queue_prefix
+from workers.broker import broker_url, check_reachable, make_broker, queue_prefix, quiet_pika
 
 DEAD_LETTERS_MAX = 1_000
 WAIT_HELP = "seconds to wait for a running instance to stop (default 0: exit 2 at once)"
@@ -176,6 +177,14 @@ def worker(args: argparse.Namespace) -> int:
                 "SLUICE_METRICS_PORT": str(args.metrics_port),  # workers.main adds the middleware
             }
         )
+    # dramatiq's consumers reconnect to a broker that goes away (logged, retried every few
+    # seconds), which is right once running; at start, an unreachable broker is a mistake to
+    # say in one line (main) rather than a log flood: connect once first.
+    preflight = make_broker(broker_url())
+    try:
+        check_reachable(preflight)
+    finally:
+        preflight.close()
     argv = ["workers.main", "--processes", str(args.processes), "--threads", str(args.threads)]
     if args.health_port is not None:
         # A process of its own, forked by dramatiq's main process (adapters.health).
@@ -196,7 +205,8 @@ def dead_letters(args: argparse.Namespace) -> int:
     if not url.startswith(("amqp://", "amqps://")):
         print("dead-letters lists RabbitMQ's <queue>.XQ queues; SLUICE_BROKER_URL is not amqp")
         return 2
-    conn = pika.BlockingConnection(pika.URLParameters(url))
+    with quiet_pika():  # unreachable: one line from main
+        conn = pika.BlockingConnection(pika.URLParameters(url))
     total = 0
     try:
         for queue in queue_names(queue_prefix()):
@@ -255,7 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(run=dead_letters)
     args = parser.parse_args(argv)
     logs.use(None, None, process=args.command)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except Exception as error:  # no broker, no database, no schema: the fix, not a traceback
+        problem = operational_problem(error)
+        if problem is None:
+            raise
+        print(f"error {problem}", file=sys.stderr)
+        return 2
     return result
 
 

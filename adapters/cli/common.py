@@ -126,6 +126,12 @@ def operational_problem(error: BaseException) -> str | None:
             break
         seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
     text = " | ".join(f"{type(e).__module__}.{type(e).__name__}: {e}" for e in chain).lower()
+    # The broker first: its errors say "connection refused" too.
+    if any(name in text for name in ("pika.exceptions", "redis.exceptions", "dramatiq.errors")):
+        return (
+            "cannot reach the message broker: start RabbitMQ or Redis (docker compose up -d) or"
+            " check SLUICE_BROKER_URL"
+        )
     if re.search(r'database "[^"]*" does not exist', text):
         return f"the database does not exist: create it (createdb) or check {settings_hint}"
     if any(word in text for word in _NO_SCHEMA) and ("sqlite" in text or "psycopg" in text):
@@ -133,10 +139,5 @@ def operational_problem(error: BaseException) -> str | None:
     if any(word in text for word in _NO_DATABASE):
         return (
             f"cannot reach the database: start it (docker compose up -d) or check {settings_hint}"
-        )
-    if any(name in text for name in ("pika.exceptions", "redis.exceptions", "dramatiq.errors")):
-        return (
-            "cannot reach the message broker: start RabbitMQ or Redis (docker compose up -d) or"
-            " check SLUICE_BROKER_URL"
         )
     return None

@@ -26,8 +26,8 @@ CLI_TIMEOUT_S = 120
 MAR_2025 = datetime(2025, 3, 3, tzinfo=UTC)
 
 
-def sluice(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"SLUICE_DATABASE_URL": url, "COLUMNS": "100"}
+def sluice(*args: str, url: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"SLUICE_DATABASE_URL": url, "COLUMNS": "100"} | env_extra
     return subprocess.run(
         [sys.executable, "-m", "adapters.cli", *args],
         env=env,
@@ -140,6 +140,25 @@ def test_a_store_without_the_schema_says_to_migrate(tmp_path: Path) -> None:
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     one_line_error(sluice("balance", "acct_kiln", url=empty), "sluice db migrate")
     one_line_error(sluice("accounts", url=empty), "sluice db migrate")
+
+
+def test_the_worker_processes_say_what_is_missing_in_one_line(tmp_path: Path) -> None:
+    """`sluice worker`, its dead letters, the relay and the scheduler run in a process of their
+    own (workers.cli): no broker or no schema is one line and exit 2 there too, not pika's
+    log flood or a traceback."""
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    for broker in (f"amqp://guest:guest@127.0.0.1:{port}/", f"redis://127.0.0.1:{port}/0"):
+        for args in (("worker",), ("worker", "dead-letters")):
+            if args[-1] == "dead-letters" and broker.startswith("redis"):
+                continue  # dead letters are RabbitMQ's queues; it says so
+            done = sluice(*args, url=empty, SLUICE_BROKER_URL=broker)
+            one_line_error(done, "cannot reach the message broker", "SLUICE_BROKER_URL")
+            assert done.returncode == 2
+    for args in (("relay", "--once"), ("scheduler", "--once")):
+        one_line_error(sluice(*args, url=empty), "sluice db migrate")
 
 
 def test_no_database_says_where_to_look() -> None:
