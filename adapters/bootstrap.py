@@ -17,6 +17,7 @@ from adapters.persistence import (
     ledger_env,
     postgres_absence_probe,
     postgres_version_probe,
+    take_turns,
 )
 from adapters.settings import Settings
 from adapters.sql_store import open_read_model
@@ -64,6 +65,7 @@ def bootstrap(
             settings,
             role,
         )
+        take_turns(ledger.recorder, ledger.writer_lock)
     return ledger
 
 

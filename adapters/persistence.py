@@ -162,6 +162,7 @@ class PostgresWriterLock:
         self.key = advisory_key(schema, WRITER_LOCK_NAME)
         self.options = connect_options(settings, role)
         self.conn: Any = None
+        self.held = False  # this process's batch has its turn (see take_turns)
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
@@ -172,9 +173,11 @@ class PostgresWriterLock:
         if not self._lock():
             yield
             return
+        self.held = True
         try:
             yield
         finally:
+            self.held = False
             try:
                 with guarded_psycopg(self.conn, "writer-lock"):
                     self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,), prepare=True)
@@ -201,6 +204,30 @@ class PostgresWriterLock:
             with suppress(Exception):
                 self.conn.close()
             self.conn = None
+
+
+def take_turns(recorder: Any, lock: PostgresWriterLock) -> None:
+    """Makes every event insert of ``recorder`` wait while another process has its writer turn.
+
+    A batch that met a conflict reads and writes under the writer lock (exclusive). Processes
+    writing without it could still commit between its read and its write, so under sustained
+    load on a hot aggregate one of them could win every time and the locked batch would lose
+    every retry (a 409 after ``CONFLICT_RETRIES_MAX``, seen as 48 in 3,375 payments from four
+    processes). So every insert transaction takes the same lock *shared* for its own duration
+    (``pg_advisory_xact_lock_shared``, sent in the insert's pipeline: no extra round trip):
+    inserts run side by side, but none commits during a turn, and a batch that has its turn
+    cannot conflict. The turn's own insert skips it (``lock.held``): the exclusive lock is on
+    another connection, and waiting on itself would never end."""
+    base = type(recorder)
+
+    class TurnTakingRecorder(base):  # type: ignore[misc, valid-type]
+        def _insert_events(self, curs: Any, stored_events: Any, **kwargs: Any) -> None:
+            if not lock.held:
+                curs.execute("SELECT pg_advisory_xact_lock_shared(%s)", (lock.key,), prepare=True)
+            super()._insert_events(curs, stored_events, **kwargs)
+
+    TurnTakingRecorder.__name__ = f"TurnTaking{base.__name__}"
+    recorder.__class__ = TurnTakingRecorder
 
 
 # Connection roles and deadlines -----------------------------------------------------------------
