@@ -61,7 +61,7 @@ PARTIAL_REFUND_SHARE = 0.3
 PAYOUT_EVERY_DAYS = 7  # each seller is paid out weekly, on its own weekday
 SETTLEMENT_DAYS = 2  # available_on: UTC midnight two days after the charge, as Stripe reports it
 RAW_READ_PAGE = 1_000
-VERIFY_AUTO_EVENTS_MAX = 200_000  # `--verify auto` runs adapters.verify.verify up to this size
+VERIFY_AUTO_EVENTS_MAX = 1_000_000  # `--verify auto` runs adapters.verify.verify up to this size
 QUERY_WARMUP_CALLS = 50
 PROFILE_TOP = 15
 

@@ -264,7 +264,10 @@ def submit_through_worker(
                 break
         waiting = list(ids)
         while waiting and time.monotonic() - t0 <= deadline_s:
-            waiting = [p for p in waiting if not stripe_id(store, p)]  # the rest are done
+            # From the front, stopping at the first one not back yet: loading every waiting
+            # payout each poll took the CPU the worker and the sandbox are measured on.
+            while waiting and stripe_id(store, waiting[0]):
+                waiting.pop(0)
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker process exited ({worker.returncode})")
             if waiting:
