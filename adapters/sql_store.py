@@ -67,6 +67,15 @@ class _ReadModelMixin:
             yield _Tx(cursor, self.sql)
 
     @contextmanager
+    def write_tracked(self, trackings: Sequence[Tracking]) -> Iterator[Tx]:
+        """One transaction for several projections' rows and each one's tracking position (a
+        rebuild's page: one commit for every read model, where each took one of its own)."""
+        with self.datastore.transaction(commit=True) as cursor:
+            for tracking in trackings:
+                self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+            yield _Tx(cursor, self.sql)
+
+    @contextmanager
     def read(self) -> Iterator[Tx]:
         with self.datastore.transaction(commit=False) as cursor:
             yield _Tx(cursor, self.sql)
