@@ -37,25 +37,31 @@ def fake_store(view: Any, event: dict[str, Any], raw: bytes) -> bool:
         return True
 
 
-def test_each_delivery_is_stored_once_and_told_its_own_outcome() -> None:
-    view = FakeView()
-    writer = InboxWriter(view, fake_store)  # type: ignore[arg-type]
+def deliver_at_once(writer: InboxWriter, count: int, bad: int) -> dict[str, Any]:
+    """``count`` deliveries from as many threads at once (event ``bad`` cannot be stored);
+    each thread's own outcome: True/False, or the error it was told."""
     outcomes: dict[str, Any] = {}
-    barrier = threading.Barrier(20)
+    barrier = threading.Barrier(count)
 
     def deliver(n: int) -> None:
-        event = {"id": f"evt_{n}", "bad": n == 7}
+        event = {"id": f"evt_{n}", "bad": n == bad}
         barrier.wait(10)
         try:
             outcomes[event["id"]] = writer.store(event, b"{}")
         except ValueError as error:
             outcomes[event["id"]] = error
 
-    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(20)]
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
+    return outcomes
+
+
+def test_each_delivery_is_stored_once_and_told_its_own_outcome() -> None:
+    view = FakeView()
+    outcomes = deliver_at_once(InboxWriter(view, fake_store), 20, bad=7)  # type: ignore[arg-type]
     assert isinstance(outcomes.pop("evt_7"), ValueError)
     assert outcomes == {f"evt_{n}": True for n in range(20) if n != 7}
     stored = [e for tx in view.committed for e in tx]
@@ -73,34 +79,17 @@ def test_a_group_in_one_statement_tells_each_delivery_its_own_outcome() -> None:
     """With a group store (one multi-row INSERT), each caller still learns whether its own
     delivery was new; a failing group falls back to one statement each."""
     view = FakeView()
-    groups: list[list[str]] = []
 
     def store_many(view: Any, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
         ids = [event["id"] for event, _ in items]
         if any(event.get("bad") for event, _ in items):
             raise ValueError("the group fails")
-        groups.append(ids)
         with view.write(None) as tx:
             tx.extend(ids)
         return [True] * len(ids)
 
     writer = InboxWriter(view, fake_store, store_many)  # type: ignore[arg-type]
-    outcomes: dict[str, Any] = {}
-    barrier = threading.Barrier(12)
-
-    def deliver(n: int) -> None:
-        event = {"id": f"evt_{n}", "bad": n == 3}
-        barrier.wait(10)
-        try:
-            outcomes[event["id"]] = writer.store(event, b"{}")
-        except ValueError as error:
-            outcomes[event["id"]] = error
-
-    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    outcomes = deliver_at_once(writer, 12, bad=3)
     assert isinstance(outcomes.pop("evt_3"), ValueError)
     assert outcomes == {f"evt_{n}": True for n in range(12) if n != 3}
     stored = [e for tx in view.committed for e in tx]
