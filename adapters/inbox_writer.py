@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from adapters.stripe import inbox
-from projections.store import ReadModel, Tx
+from projections.store import ReadModel
 
 INBOX_GROUP_SIZE_MAX = inbox.STORE_MANY_MAX  # webhooks stored in one transaction, one statement
 
@@ -34,24 +33,13 @@ class _Slot:
         self.failure: BaseException | None = None
 
 
-class _SharedTx:
-    """A read model whose ``write`` hands out one open transaction (the group's)."""
-
-    def __init__(self, tx: Tx) -> None:
-        self._tx = tx
-
-    @contextmanager
-    def write(self, tracking: None) -> Iterator[Tx]:
-        yield self._tx
-
-
 Store = Callable[[Any, dict[str, Any], bytes], bool]
 StoreMany = Callable[[Any, list[tuple[dict[str, Any], bytes]]], list[bool]]
 
 
 class InboxWriter:
     def __init__(
-        self, view: ReadModel, store: Store = inbox.store, store_many: StoreMany | None = None
+        self, view: ReadModel, store_many: StoreMany = inbox.store_many, store: Store = inbox.store
     ) -> None:
         self.view = view
         self._store = store
@@ -80,12 +68,7 @@ class InboxWriter:
 
     def _store_group(self, taken: list[_Slot]) -> None:
         try:
-            if self._store_many is not None:  # the group in one statement, committed alone
-                inserted = self._store_many(self.view, [(s.event, s.raw) for s in taken])
-            else:
-                with self.view.write(None) as tx:
-                    shared = _SharedTx(tx)
-                    inserted = [self._store(shared, s.event, s.raw) for s in taken]
+            inserted = self._store_many(self.view, [(s.event, s.raw) for s in taken])
         except BaseException as failure:
             if len(taken) == 1:
                 taken[0].failure, taken[0].done = failure, True
@@ -110,5 +93,5 @@ def writer_for(view: ReadModel) -> InboxWriter:
     with _writers_lock:
         found = _writers.get(view)
         if found is None:
-            found = _writers[view] = InboxWriter(view, inbox.store, inbox.store_many)
+            found = _writers[view] = InboxWriter(view)
         return found

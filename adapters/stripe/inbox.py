@@ -167,9 +167,7 @@ def _row(event: dict[str, Any], raw: bytes, received: int) -> tuple[Any, ...]:
 
 def store(view: ReadModel, event: dict[str, Any], raw: bytes) -> bool:
     """Stores a verified event once. Returns False for a duplicate delivery."""
-    with view.write(None) as tx:
-        tx.execute(_INSERT_EVENT.format(rows=_EVENT_ROW), _row(event, raw, int(time.time())))
-        return tx.one() is not None
+    return store_many(view, [(event, raw)])[0]
 
 
 def store_many(view: ReadModel, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:

@@ -37,6 +37,15 @@ def fake_store(view: Any, event: dict[str, Any], raw: bytes) -> bool:
         return True
 
 
+def fake_store_many(view: Any, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
+    """A group in one transaction; one bad event fails the whole group."""
+    with view.write(None) as tx:
+        if any(event.get("bad") for event, _ in items):
+            raise ValueError("the group fails")
+        tx.extend(event["id"] for event, _ in items)
+        return [True] * len(items)
+
+
 def deliver_at_once(writer: InboxWriter, count: int, bad: int) -> dict[str, Any]:
     """``count`` deliveries from as many threads at once (event ``bad`` cannot be stored);
     each thread's own outcome: True/False, or the error it was told."""
@@ -60,8 +69,11 @@ def deliver_at_once(writer: InboxWriter, count: int, bad: int) -> dict[str, Any]
 
 
 def test_each_delivery_is_stored_once_and_told_its_own_outcome() -> None:
+    """Groups go in one statement; each caller still learns whether its own delivery was new,
+    and a failing group falls back to one statement each."""
     view = FakeView()
-    outcomes = deliver_at_once(InboxWriter(view, fake_store), 20, bad=7)  # type: ignore[arg-type]
+    writer = InboxWriter(view, fake_store_many, fake_store)  # type: ignore[arg-type]
+    outcomes = deliver_at_once(writer, 20, bad=7)
     assert isinstance(outcomes.pop("evt_7"), ValueError)
     assert outcomes == {f"evt_{n}": True for n in range(20) if n != 7}
     stored = [e for tx in view.committed for e in tx]
@@ -69,28 +81,7 @@ def test_each_delivery_is_stored_once_and_told_its_own_outcome() -> None:
 
 
 def test_a_lone_failure_is_raised_to_its_caller() -> None:
-    writer = InboxWriter(FakeView(), fake_store)  # type: ignore[arg-type]
+    writer = InboxWriter(FakeView(), fake_store_many, fake_store)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         writer.store({"id": "evt_bad", "bad": True}, b"{}")
     assert writer.store({"id": "evt_good"}, b"{}") is True
-
-
-def test_a_group_in_one_statement_tells_each_delivery_its_own_outcome() -> None:
-    """With a group store (one multi-row INSERT), each caller still learns whether its own
-    delivery was new; a failing group falls back to one statement each."""
-    view = FakeView()
-
-    def store_many(view: Any, items: list[tuple[dict[str, Any], bytes]]) -> list[bool]:
-        ids = [event["id"] for event, _ in items]
-        if any(event.get("bad") for event, _ in items):
-            raise ValueError("the group fails")
-        with view.write(None) as tx:
-            tx.extend(ids)
-        return [True] * len(ids)
-
-    writer = InboxWriter(view, fake_store, store_many)  # type: ignore[arg-type]
-    outcomes = deliver_at_once(writer, 12, bad=3)
-    assert isinstance(outcomes.pop("evt_3"), ValueError)
-    assert outcomes == {f"evt_{n}": True for n in range(12) if n != 3}
-    stored = [e for tx in view.committed for e in tx]
-    assert sorted(stored) == sorted(outcomes)
