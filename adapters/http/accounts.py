@@ -12,12 +12,21 @@ from fastapi import APIRouter, Depends, Query, Request
 from adapters.http.auth import account_filter
 from adapters.http.errors import ApiError, not_found
 from adapters.http.models import TEXT_PATTERN
-from adapters.http.support import Sluice, csv_response, ctx, json_response, list_response, wants_csv
+from adapters.http.support import (
+    Format,
+    Limit,
+    Sluice,
+    csv_response,
+    ctx,
+    json_response,
+    list_response,
+    wants_csv,
+)
 from projections import accounts as account_queries
 from projections import payments as payment_queries
 from projections import tax
 from projections.accounts import METADATA_FILTERS_MAX, SEARCH_LEN_MAX
-from projections.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
+from projections.queries import LIST_LIMIT_DEFAULT
 
 router = APIRouter(tags=["accounts"])
 
@@ -117,9 +126,7 @@ def list_accounts(
     payouts_enabled: Annotated[
         bool | None, Query(description="only accounts that can (true) or cannot be paid out")
     ] = None,
-    limit: Annotated[
-        int, Query(ge=1, le=LIST_LIMIT_MAX, description="page size, 1 to 100")
-    ] = LIST_LIMIT_DEFAULT,
+    limit: Limit = LIST_LIMIT_DEFAULT,
     starting_after: Annotated[
         str | None,
         Query(
@@ -128,10 +135,7 @@ def list_accounts(
             description="an account id: the page after it (from the previous page's last)",
         ),
     ] = None,
-    format: Annotated[
-        str | None,
-        Query(pattern="^(json|csv)$", description="csv for a CSV rendering (or Accept: text/csv)"),
-    ] = None,
+    format: Format = None,
 ) -> Any:
     own = account_filter(request, None)
     if own is not None and starting_after not in (None, own):
@@ -176,9 +180,7 @@ def list_payments(
         str | None,
         Query(min_length=3, max_length=3, pattern="^[a-z]{3}$", description="lowercase ISO code"),
     ] = None,
-    limit: Annotated[
-        int, Query(ge=1, le=LIST_LIMIT_MAX, description="page size, 1 to 100")
-    ] = LIST_LIMIT_DEFAULT,
+    limit: Limit = LIST_LIMIT_DEFAULT,
     starting_after: Annotated[
         str | None,
         Query(
@@ -187,10 +189,7 @@ def list_payments(
             description="a payment id: the page after it (from the previous page's last)",
         ),
     ] = None,
-    format: Annotated[
-        str | None,
-        Query(pattern="^(json|csv)$", description="csv for a CSV rendering (or Accept: text/csv)"),
-    ] = None,
+    format: Format = None,
 ) -> Any:
     account = account_filter(request, account)
     if account is not None and starting_after is not None:
@@ -239,10 +238,7 @@ def retrieve_tax_report(
             description="one connected account (default: every one with activity)",
         ),
     ] = None,
-    format: Annotated[
-        str | None,
-        Query(pattern="^(json|csv)$", description="csv for a CSV rendering (or Accept: text/csv)"),
-    ] = None,
+    format: Format = None,
 ) -> Any:
     account = account_filter(request, account)
     if account is not None and s.ledger.get_account(account) is None:

@@ -39,6 +39,7 @@ from adapters.http.payout_reports import PayoutFilter, settled_by_payout
 from adapters.http.support import (
     POSITION_HEADER,
     Format,
+    Limit,
     Seconds,
     Sluice,
     csv_response,
@@ -53,14 +54,13 @@ from ledger.instants import micros_to_seconds
 from ledger.money import check_currency
 from projections import exports, queries
 from projections.audit import AUDIT_EVENTS_LIMIT_MAX, events_page, replay
-from projections.queries import EXPORT_ROWS_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, QueryError
+from projections.queries import EXPORT_ROWS_MAX, LIST_LIMIT_DEFAULT, QueryError
 
 router = APIRouter(tags=["reads"])
 public_router = APIRouter(tags=["health"])  # no key, no thread pool, no store (but /readyz's)
 
 Ctx = Annotated[Sluice, Depends(ctx)]
 AccountId = Annotated[str, Path(min_length=1, max_length=255, pattern=ID_PATTERN)]
-Limit = Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)]
 Cursor = Annotated[str | None, Query(min_length=1, max_length=255, pattern=ID_PATTERN)]
 Filter = Annotated[str | None, Query(min_length=1, max_length=255, pattern=TEXT_PATTERN)]
 POSITION_MAX = 2**63 - 1

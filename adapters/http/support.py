@@ -24,6 +24,7 @@ from ledger.ids import command_record_id
 from ledger.instants import from_seconds, to_seconds
 from ledger.limits import IDEMPOTENCY_KEY_LEN_MAX
 from ledger.records import CommandRecord
+from projections.queries import LIST_LIMIT_MAX
 from projections.runner import Projector
 from projections.store import ReadModel
 
@@ -33,6 +34,7 @@ Format = Annotated[
     Query(description="csv for a CSV rendering (or send Accept: text/csv)"),
 ]
 Seconds = Annotated[int | None, Query(ge=0, le=UNIX_SECONDS_MAX, description="unix seconds")]
+Limit = Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX, description="page size, 1 to 100")]
 
 
 POSITION_HEADER = "Sluice-Position"
