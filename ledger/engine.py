@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.persistence import RecordConflictError, Recording
 
 from ledger import commands as c
 from ledger import facts
@@ -125,16 +125,37 @@ class CommandResult:
         return self.error is None
 
 
+# Values a copy can share: immutable, and with nothing mutable inside.
+_SHARED_TYPES = frozenset({str, int, bool, type(None), bytes, datetime, date, UUID})
+
+
+def _copied(value: Any) -> Any:
+    """``deepcopy`` for aggregate state, minus its cost on what needs no copy: immutable scalars
+    are shared and lists, dicts and tuples are rebuilt (a payment copies four aggregates, and
+    ``deepcopy`` reconstructing each datetime through ``__reduce_ex__`` was 11% of its time).
+    Anything else still goes through ``deepcopy``. Unlike ``deepcopy`` it does not preserve
+    aliasing between attributes; no aggregate shares a container between two of them."""
+    kind = type(value)
+    if kind in _SHARED_TYPES:
+        return value
+    if kind is list:
+        return [_copied(item) for item in value]
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is tuple:
+        return tuple(_copied(item) for item in value)
+    return deepcopy(value)
+
+
 def _detached_copy(aggregate: A) -> A:
-    """Deep-copies the state but shares the (immutable) pending events, so copying an aggregate
+    """Copies the state but shares the (immutable) pending events, so copying an aggregate
     that already has a batch's worth of events stays cheap."""
-    pending = aggregate._pending_events
-    aggregate._pending_events = []
-    try:
-        copied = deepcopy(aggregate)
-    finally:
-        aggregate._pending_events = pending
-    copied._pending_events = list(pending)
+    copied = object.__new__(type(aggregate))
+    state = {
+        key: _copied(value) for key, value in vars(aggregate).items() if key != "_pending_events"
+    }
+    state["_pending_events"] = list(aggregate._pending_events)
+    copied.__dict__.update(state)
     return copied
 
 
@@ -538,6 +559,47 @@ class Engine(Application[UUID]):
         for aggregate in aggregates:
             invariant(not aggregate.pending_events, "a saved aggregate has no pending events")
             cache.put(aggregate.id, aggregate)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """``Application.save`` of eventsourcing 9.5 (pinned), collecting an aggregate's events
+        with a plain class check: its ``ProcessingEvent.collect_events`` tests every object
+        against two runtime-checkable protocols, whose ``isinstance`` was 8% of a batch."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # eventsourcing's deprecated hook, still called
+        return recordings
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshots at the configured intervals, as eventsourcing does, but from the saved
+        aggregate when it is at the snapshot's version: eventsourcing reads it back from the
+        store first (200 events of a hot balance, about 17 ms inside a batch). An aggregate
+        saved past that version (a batch gave it several events) is still read back."""
+        intervals = self.snapshotting_intervals
+        if not self.snapshots or not intervals:
+            return
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
+            interval = intervals.get(type(aggregate)) if aggregate is not None else None
+            if interval is None or event.originator_version % interval:
+                continue
+            snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+            if (
+                aggregate is not None
+                and snapshot_class is not None
+                and (aggregate.version == event.originator_version)
+            ):
+                self.snapshots.put([snapshot_class.take(aggregate)])
+            else:
+                self.take_snapshot(event.originator_id, event.originator_version)
 
     def _probe(self, ids: Sequence[UUID]) -> tuple[set[UUID], dict[UUID, int]]:
         if self.version_probe is None:

@@ -1,7 +1,13 @@
-"""The writer's turn across processes (adapters.persistence.take_turns), on PostgreSQL: while one
-Ledger has its turn (the exclusive writer lock, taken after a conflict), another Ledger on the
-same store cannot commit an event, so the batch that has the turn cannot lose its write; the
-turn's own inserts go through (they would wait on themselves if they took the shared lock)."""
+"""The ledger's event inserts on PostgreSQL (adapters.persistence.take_turns).
+
+The writer's turn across processes: while one Ledger has its turn (the exclusive writer lock,
+taken after a conflict), another Ledger on the same store cannot commit an event, so the batch
+that has the turn cannot lose its write; the turn's own inserts go through (they would wait on
+themselves if they took the shared lock).
+
+One round trip: a batch of events is one query string, one implicit transaction. All of it is
+stored, in order, with increasing notification ids; or a version already taken stores none of
+it, raises a conflict, and leaves the connection usable."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from eventsourcing.persistence import RecordConflictError, StoredEvent
 
 from adapters.bootstrap import bootstrap, init_database
 from adapters.settings import Settings
@@ -79,3 +86,31 @@ def test_no_other_process_commits_during_a_turn(two: tuple[Ledger, Ledger]) -> N
     began = time.monotonic()
     assert a.execute(payment("acct_a")).ok and b.execute(payment("acct_b")).ok
     assert time.monotonic() - began < BLOCKED_S
+
+
+def stored(originator_id: uuid.UUID, version: int) -> StoredEvent:
+    return StoredEvent(originator_id, version, "tests:Probe", b'{"n": %d}' % version)
+
+
+def test_a_batch_is_stored_whole_in_order_or_not_at_all(two: tuple[Ledger, Ledger]) -> None:
+    a, _ = two
+    recorder = a.recorder
+    assert type(recorder).__name__.startswith("TurnTaking")
+    x, y = uuid.uuid4(), uuid.uuid4()
+    head = recorder.max_notification_id() or 0
+    ids = recorder.insert_events([stored(x, 1), stored(y, 1), stored(x, 2)])
+    assert len(ids) == 3 and ids == sorted(ids) and ids[0] > head
+    rows = recorder.select_notifications(ids[0], 10)
+    assert [(n.id, n.originator_id, n.originator_version, n.state) for n in rows] == [
+        (ids[0], x, 1, b'{"n": 1}'),
+        (ids[1], y, 1, b'{"n": 1}'),
+        (ids[2], x, 2, b'{"n": 2}'),
+    ]
+    z = uuid.uuid4()
+    with pytest.raises(RecordConflictError):  # y's version 1 is taken: z's events go too
+        recorder.insert_events([stored(z, 1), stored(z, 2), stored(y, 1)])
+    assert recorder.select_events(z) == []
+    assert recorder.max_notification_id() == ids[-1]
+    # The connections are idle again, not in a failed transaction: the next batch is stored.
+    assert all(len(recorder.insert_events([stored(z, n)])) == 1 for n in (1, 2))
+    assert [e.originator_version for e in recorder.select_events(z)] == [1, 2]
