@@ -66,6 +66,7 @@ def bootstrap(
             role,
         )
         take_turns(ledger.recorder, ledger.writer_lock)
+        ledger.head_checks = True
     return ledger
 
 

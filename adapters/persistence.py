@@ -121,27 +121,30 @@ def postgres_absence_probe(recorder: Any) -> Callable[[Sequence[UUID]], set[UUID
     return probe
 
 
-def postgres_version_probe(recorder: Any) -> Callable[[Sequence[UUID]], dict[UUID, int]]:
+def postgres_version_probe(
+    recorder: Any,
+) -> Callable[[Sequence[UUID]], tuple[dict[UUID, int], int]]:
     """One query for a whole batch: the head version of each of these aggregates (absent ids are
-    left out). One index probe per id (``max`` on the primary key), however long its history."""
+    left out), and the store's newest notification id as the same snapshot saw it. One index
+    probe per id (``max`` on the primary key), however long its history, and one for the head."""
     from psycopg.sql import SQL, Identifier
 
     schema, table = recorder.datastore.schema, recorder.events_table_name
     statement = SQL(
-        "SELECT i.id AS originator_id, (SELECT max(e.originator_version) FROM {}.{} e"
-        " WHERE e.originator_id = i.id) AS version FROM unnest(%s::uuid[]) AS i(id)"
+        "SELECT i.id AS originator_id, (SELECT max(e.originator_version) FROM {0}.{1} e"
+        " WHERE e.originator_id = i.id) AS version,"
+        " (SELECT coalesce(max(notification_id), 0) FROM {0}.{1}) AS head"
+        " FROM unnest(%s::uuid[]) AS i(id)"
     ).format(Identifier(schema), Identifier(table))
 
-    def probe(ids: Sequence[UUID]) -> dict[UUID, int]:
+    def probe(ids: Sequence[UUID]) -> tuple[dict[UUID, int], int]:
         if not ids:
-            return {}
+            return {}, 0
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, [list(dict.fromkeys(ids))], prepare=True)
-            return {
-                row["originator_id"]: row["version"]
-                for row in curs.fetchall()
-                if row["version"] is not None
-            }
+            rows = curs.fetchall()
+        heads = {row["originator_id"]: row["version"] for row in rows if row["version"] is not None}
+        return heads, int(rows[0]["head"]) if rows else 0
 
     return probe
 
@@ -206,46 +209,61 @@ class PostgresWriterLock:
             self.conn = None
 
 
-def take_turns(recorder: Any, lock: PostgresWriterLock) -> None:
-    """Makes ``recorder`` insert each batch of events in one round trip, waiting while another
-    process has its writer turn.
+def _insert_statements(recorder: Any, lock: PostgresWriterLock) -> tuple[Any, Any]:
+    """``take_turns``' query strings: inside the writer's turn, and outside it."""
+    from psycopg.sql import SQL, Identifier
 
-    One round trip: eventsourcing sends an insert as a pipeline (BEGIN, the table lock, NOTIFY,
-    the INSERT, a sync, then COMMIT), and psycopg's pipeline costs two round trips and about
-    0.3 ms more than the statements themselves: a 6-event insert took 1.1 ms against 0.63 ms
-    as one query string (measured on this machine). So the statements go as one simple query,
-    which PostgreSQL runs as one implicit transaction: all of it commits, or an error (a
-    version already taken) rolls all of it back and the connection is idle again. Parameters
-    are bound client-side (``ClientCursor``), the events as four plain arrays: psycopg dumps
-    eventsourcing's composite type row by row in Python (8% of a payment). Same table, rows,
-    order (``unnest`` keeps it, and with it the notification ids), table lock and NOTIFY.
-
-    Turns: a batch that met a conflict reads and writes under the writer lock (exclusive).
-    Processes writing without it could still commit between its read and its write, so under
-    sustained load on a hot aggregate one of them could win every time and the locked batch
-    would lose every retry (a 409 after ``CONFLICT_RETRIES_MAX``, seen as 48 in 3,375 payments
-    from four processes). So every insert takes the same lock *shared* for its transaction
-    (``pg_advisory_xact_lock_shared``): inserts run side by side, but none commits during a
-    turn, and a batch that has its turn cannot conflict. The turn's own insert skips it
-    (``lock.held``): the exclusive lock is on another connection, and waiting on itself would
-    never end."""
-    import psycopg
-    from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError
-    from eventsourcing.utils import retry
-    from psycopg.sql import SQL, Composed, Identifier
-
-    base = type(recorder)
+    table = (Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    # The head as the insert finds it, under the table lock: nothing can commit in between.
+    head = SQL("SELECT coalesce(max(notification_id), 0) AS head FROM {}.{}").format(*table)
+    # With a HeadCheck's expected head (%s last): inserts all the rows only if it still is.
     insert = SQL(
-        "INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
+        "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state)"
         " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+        " WHERE %s::bigint IS NULL"
+        " OR (SELECT coalesce(max(notification_id), 0) FROM {0}.{1}) = %s::bigint"
         " RETURNING notification_id"
-    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    ).format(*table)
     # eventsourcing's own statements: SET LOCAL lock_timeout and LOCK TABLE ... EXCLUSIVE.
     table_lock = list(recorder.lock_table_statements)
     notify = SQL("NOTIFY {}").format(Identifier(recorder.channel_name))
     turn = SQL("SELECT pg_advisory_xact_lock_shared({})").format(lock.key)
-    in_turn = SQL("; ").join([*table_lock, notify, insert])
-    outside_turn = SQL("; ").join([turn, *table_lock, notify, insert])
+    in_turn = SQL("; ").join([*table_lock, notify, head, insert])
+    outside_turn = SQL("; ").join([turn, *table_lock, notify, head, insert])
+    return in_turn, outside_turn
+
+
+def take_turns(recorder: Any, lock: PostgresWriterLock) -> None:
+    """Makes ``recorder`` insert each batch of events in one round trip, waiting while another
+    process has its writer turn.
+
+    One round trip: eventsourcing's pipeline (BEGIN, table lock, NOTIFY, INSERT, sync, COMMIT)
+    cost two round trips and 0.3 ms more than the statements (6 events: 1.1 ms against 0.63 ms
+    as one query string, on this machine). As one simple query PostgreSQL runs it as one
+    implicit transaction: all of it commits, or an error (a version taken) rolls all of it
+    back, leaving the connection idle. Parameters are bound client-side, the events as four
+    plain arrays (psycopg dumped eventsourcing's composite type in Python: 8% of a payment).
+    Same rows, order (``unnest`` keeps it, and the notification ids), table lock and NOTIFY.
+
+    Head check (``ledger.engine.HeadCheck``): the query reads the newest notification id under
+    the table lock, reports it, and with an expected head inserts the rows only if it is still
+    that one (no other writer wrote since), or stores nothing and raises ``StaleHeadError``.
+
+    Turns: a batch that met a conflict runs under the writer lock (exclusive); a process
+    writing without it could commit between its read and its write, every time under load on
+    a hot aggregate (48 409s in 3,375 payments from four processes). So every insert takes the
+    lock *shared* (``pg_advisory_xact_lock_shared``): inserts run side by side, but none
+    commits during a turn. The turn's own insert skips it (``lock.held``): it would wait on
+    itself."""
+    import psycopg
+    from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError
+    from eventsourcing.utils import retry
+    from psycopg.sql import Composed
+
+    from ledger.engine import HeadCheck, StaleHeadError
+
+    base = type(recorder)
+    in_turn, outside_turn = _insert_statements(recorder, lock)
 
     class TurnTakingRecorder(base):  # type: ignore[misc, valid-type]
         # eventsourcing's own retry of a connection that failed (a pooled one gone stale);
@@ -256,18 +274,28 @@ def take_turns(recorder: Any, lock: PostgresWriterLock) -> None:
                 return super().insert_events(stored_events, **kwargs)
             if not stored_events:
                 return []
+            check: HeadCheck | None = kwargs.get("head_check")
+            expected = check.expected if check is not None else None
             query: Composed = in_turn if lock.held else outside_turn
             params = (
                 [e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
+                expected,
+                expected,
             )
+            before: int | None = None
             with self.datastore.get_connection() as conn, psycopg.ClientCursor(conn) as curs:
                 curs.execute(query, params)
-                while curs.nextset():  # the INSERT's result comes last
-                    pass
+                while curs.nextset():  # the head, then the INSERT's ids, come last
+                    if curs.description and curs.description[0].name == "head":
+                        before = int(curs.fetchone()["head"])
                 ids = [row["notification_id"] for row in curs.fetchall()]
+            if check is not None:
+                check.before = before
+            if not ids and expected is not None:
+                raise StaleHeadError(f"the store's head moved past {expected} (now {before})")
             if len(ids) != len(stored_events):
                 raise ProgrammingError(f"{len(ids)} notification ids for {len(stored_events)}")
             return ids

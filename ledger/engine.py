@@ -85,8 +85,9 @@ Clock = Callable[[], datetime]
 # allows. New ids (idempotency records, payments) are the common case on the write path.
 AbsenceProbe = Callable[[Sequence[UUID]], set[UUID]]
 # Given aggregate ids, returns the head version of those that have stored events, in one round
-# trip: absent ids, and cached aggregates that are current (no fast-forward read needed).
-VersionProbe = Callable[[Sequence[UUID]], dict[UUID, int]]
+# trip: absent ids, and cached aggregates that are current (no fast-forward read needed); and
+# the store's head (its newest notification id) as the same query saw it.
+VersionProbe = Callable[[Sequence[UUID]], tuple[dict[UUID, int], int]]
 # A lock shared by every process writing to the store, held around one batch (read and write).
 WriterLock = Callable[[], AbstractContextManager[object]]
 # Told of every command and fact once its batch ran: (name, result or None if the batch raised,
@@ -109,6 +110,21 @@ def _observe(
         # The batch is recorded already: a failing observer must not turn it into an error.
         with suppress(Exception):
             _observer[0](command.name, results[i] if results is not None else None, seconds)
+
+
+@dataclass
+class HeadCheck:
+    """Goes with a batch's events to a store that checks heads (``Engine.head_checks``). With
+    ``expected``, the store inserts the events only if its newest notification id is still
+    ``expected``, and raises ``StaleHeadError`` if not. Either way it sets ``before``: the
+    newest id it found just before the insert, under its table lock."""
+
+    expected: int | None = None
+    before: int | None = None
+
+
+class StaleHeadError(RecordConflictError):
+    """Another writer recorded events since the head a batch expected: nothing was inserted."""
 
 
 @dataclass(frozen=True)
@@ -385,6 +401,11 @@ class Engine(Application[UUID]):
         self.clock = clock
         self.absence_probe = absence_probe or self._probe_one_by_one
         self.version_probe: VersionProbe | None = None  # set by stores that can (PostgreSQL)
+        # The store takes a HeadCheck with a batch's events (PostgreSQL; see _run_batch).
+        self.head_checks = False
+        # The store's head up to which every cached aggregate is known current, or None: then
+        # batches probe the store first (see _run_batch). Read and written under _write_lock.
+        self._known_head: int | None = None
         self.writer_lock: WriterLock | None = None  # likewise
         self._contended_until = 0.0  # monotonic: take the writer lock until then
         self._in_turn = False  # this process holds the writer lock (under _write_lock)
@@ -601,48 +622,140 @@ class Engine(Application[UUID]):
             else:
                 self.take_snapshot(event.originator_id, event.originator_version)
 
-    def _probe(self, ids: Sequence[UUID]) -> tuple[set[UUID], dict[UUID, int]]:
+    def _probe(self, ids: Sequence[UUID]) -> tuple[set[UUID], dict[UUID, int], int | None]:
         if self.version_probe is None:
-            return self.absence_probe(ids), {}
-        heads = self.version_probe(ids)
-        return {i for i in ids if i not in heads}, heads
+            return self.absence_probe(ids), {}, None
+        heads, store_head = self.version_probe(ids)
+        return {i for i in ids if i not in heads}, heads, store_head
+
+    def _from_cache(
+        self, created: Sequence[UUID], read: Sequence[UUID]
+    ) -> tuple[set[UUID], dict[UUID, int]]:
+        """The probe's answer taken from the cache, when every cached aggregate is known
+        current (``_known_head``): a cached id is at its cached version; an id a command would
+        create is absent unless cached (if it exists after all, its insert takes a version
+        already taken: a conflict, and the batch runs again after a probe); any other id is
+        read from the store when a command needs it."""
+        cache = self.repository.cache
+        heads: dict[UUID, int] = {}
+        absent: set[UUID] = set()
+        for ids, creates in ((created, True), (read, False)):
+            for key in ids:
+                try:
+                    if cache is None:
+                        raise KeyError(key)
+                    heads[key] = cast(Aggregate, cache.get(key)).version
+                except KeyError:
+                    if creates:
+                        absent.add(key)
+        return absent, heads
+
+    def _keep_current(self, current: Mapping[UUID, int]) -> None:
+        """Evicts every cached aggregate but those at their ``current`` version: what is left
+        is known current. (``cache.cache`` is the LRU's dict, eventsourcing 9.5, pinned.)"""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for key in list(cache.cache):
+            with suppress(KeyError):
+                cached = cast(Aggregate, cache.get(key))
+                if current.get(key) != cached.version:
+                    cache.get(key, evict=True)
 
     def _probe_one_by_one(self, ids: Sequence[UUID]) -> set[UUID]:
         """The portable probe: one indexed lookup per id (no snapshot read)."""
         return {i for i in ids if not self.recorder.select_events(i, limit=1)}
 
     def _run_batch(self, commands: Sequence[c.Message]) -> list[CommandResult]:
-        probe = [command_record_id(str(cmd.idempotency_key)) for cmd in commands]
+        """Runs a batch; if every cached aggregate is known current, first without probing the
+        store (one round trip less), and again with a probe if that run meets anything it
+        cannot vouch for: another writer's events (the head moved), an id it took for absent,
+        a rejected command (the rejection may rest on what it took for absent)."""
+        if (
+            self._known_head is not None
+            and self.head_checks
+            and self.repository.cache is not None
+            and not any(isinstance(cmd, facts.Fact) for cmd in commands)
+        ):
+            try:
+                results = self._run_batch_once(commands, optimistic=True)
+            except RecordConflictError:
+                self._known_head = None
+            else:
+                if results is not None:
+                    return results
+        results = self._run_batch_once(commands, optimistic=False)
+        invariant(results is not None, "a probed batch always has results")
+        return cast(list[CommandResult], results)
+
+    def _run_batch_once(
+        self, commands: Sequence[c.Message], *, optimistic: bool
+    ) -> list[CommandResult] | None:
+        created = [command_record_id(str(cmd.idempotency_key)) for cmd in commands]
+        read: list[UUID] = []
         for cmd in commands:
             # Malformed ids: the command is refused with a clear error when it runs.
             with suppress(TypeError, AttributeError):
-                probe += _created_ids(cmd)
+                created += _created_ids(cmd)
         if any(isinstance(cmd, facts.Fact) for cmd in commands):
-            probe.append(OPENING_INDEX_ID)  # read by every fact; absent unless imported
+            read.append(OPENING_INDEX_ID)  # read by every fact; absent unless imported
         if self.version_probe is not None:
             for cmd in commands:
-                probe += _read_ids(cmd, self.platform_account_id)
-        batch = _Batch(self, *self._probe(probe))
+                read += _read_ids(cmd, self.platform_account_id)
+        store_head: int | None = None
+        if optimistic:
+            absent, heads = self._from_cache(created, read)
+            check = HeadCheck(expected=self._known_head)
+        else:
+            absent, heads, store_head = self._probe(created + read)
+            check = HeadCheck()
+        batch = _Batch(self, absent, heads)
         recorded_at = self.clock()
         outcomes: list[tuple[CommandResult, list[tuple[UUID, int]]]] = []
         for command in commands:
             try:
                 result, keys = self._run_one(batch, command, recorded_at)
             except SluiceError as error:
+                if optimistic:
+                    return None
                 result, keys = CommandResult(command.name, command.idempotency_key, error=error), []
             outcomes.append((result, keys))
         if not batch.aggregates:
             return [result for result, _ in outcomes]
-        recordings = self.save(*batch.aggregates.values())
-        self._cache_saved(list(batch.aggregates.values()))
+        saved = list(batch.aggregates.values())
+        recordings = self.save(*saved, head_check=check) if self.head_checks else self.save(*saved)
+        self._cache_saved(saved)
         positions = {
             (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
             for r in recordings
         }
+        if self.head_checks:
+            self._note_head(optimistic, check, store_head, heads, saved, max(positions.values()))
         return [
             replace(result, position=max(positions[k] for k in keys)) if keys else result
             for result, keys in outcomes
         ]
+
+    def _note_head(
+        self,
+        optimistic: bool,
+        check: HeadCheck,
+        store_head: int | None,
+        heads: dict[UUID, int],
+        saved: Sequence[Aggregate],
+        last: int,
+    ) -> None:
+        """After a recorded batch: is every cached aggregate known current up to ``last``?
+        An optimistic batch was inserted only if no other writer had written since the known
+        head: yes. A probed batch: only if no other writer wrote between the probe and the
+        insert; then the probed and saved aggregates are current, and the rest is evicted."""
+        if optimistic:
+            self._known_head = last
+        elif store_head is not None and check.before == store_head:
+            self._keep_current({**heads, **{a.id: a.version for a in saved}})
+            self._known_head = last
+        else:
+            self._known_head = None
 
     def _run_one(
         self, batch: _Batch, command: c.Message, recorded_at: datetime

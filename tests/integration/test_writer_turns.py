@@ -7,7 +7,12 @@ themselves if they took the shared lock).
 
 One round trip: a batch of events is one query string, one implicit transaction. All of it is
 stored, in order, with increasing notification ids; or a version already taken stores none of
-it, raises a conflict, and leaves the connection usable."""
+it, raises a conflict, and leaves the connection usable.
+
+No probe while the cache is known current (``Engine._known_head``): a batch runs on the cached
+aggregates and its insert goes through only if no other writer wrote since. Whatever that run
+cannot vouch for runs again after a probe: another Ledger's write to an account it only reads,
+an idempotency key recorded elsewhere (or no longer cached), a rejection."""
 
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from adapters.bootstrap import bootstrap, init_database
 from adapters.settings import Settings
 from ledger import commands as c
 from ledger.application import Ledger
+from ledger.errors import ChargesDisabledError
+from ledger.ids import command_record_id, payment_aggregate_id
 from tests.faults.support import fresh_schema
 
 pytestmark = pytest.mark.postgres
@@ -54,9 +61,9 @@ def two(postgres_url: str) -> Iterator[tuple[Ledger, Ledger]]:
             b.close()
 
 
-def payment(seller: str) -> c.RecordPayment:
+def payment(seller: str, charge_type: str = "destination") -> c.RecordPayment:
     return c.RecordPayment(
-        idempotency_key=str(uuid.uuid4()), effective_at=T0, charge_type="destination",
+        idempotency_key=str(uuid.uuid4()), effective_at=T0, charge_type=charge_type,
         currency="usd", amount_minor=10_000, stripe_fee_minor=320, application_fee_minor=1_000,
         account_id=seller,
     )  # fmt: skip
@@ -114,3 +121,65 @@ def test_a_batch_is_stored_whole_in_order_or_not_at_all(two: tuple[Ledger, Ledge
     # The connections are idle again, not in a failed transaction: the next batch is stored.
     assert all(len(recorder.insert_events([stored(z, n)])) == 1 for n in (1, 2))
     assert [e.originator_version for e in recorder.select_events(z)] == [1, 2]
+
+
+def known_current(ledger: Ledger) -> None:
+    """Writes until ``ledger`` knows its cache current (a probed batch with no other writer
+    between its probe and its insert); then its batches skip the probe."""
+    for _ in range(3):
+        assert ledger.execute(payment("acct_b")).ok
+    assert ledger._known_head is not None
+
+
+def test_another_ledgers_write_to_a_read_account_is_seen(two: tuple[Ledger, Ledger]) -> None:
+    a, b = two
+    known_current(a)
+    update = b.update_account(idempotency_key="off", account_id="acct_a", charges_enabled=False)
+    # a's cached acct_a still has charges on: its unprobed run would book the direct charge,
+    # but its insert finds the head moved, and the probed run sees the account as it is.
+    with pytest.raises(ChargesDisabledError):
+        a.execute(payment("acct_a", "direct"))
+    assert a.recorder.max_notification_id() == update.position  # b's update is the last
+    assert a.execute(payment("acct_b")).ok
+
+
+def test_a_key_recorded_by_another_ledger_is_replayed(two: tuple[Ledger, Ledger]) -> None:
+    a, b = two
+    known_current(a)
+    command = payment("acct_a")
+    first = b.execute(command)
+    events = a.recorder.max_notification_id()
+    again = a.execute(command)
+    assert again.replayed and again.ids == first.ids
+    assert a.recorder.max_notification_id() == events
+
+
+def test_a_key_no_longer_cached_is_replayed(two: tuple[Ledger, Ledger]) -> None:
+    a, _ = two
+    command = payment("acct_a")
+    first = a.execute(command)
+    known_current(a)
+    cache = a.repository.cache
+    assert cache is not None
+    for evicted in (
+        command_record_id(command.idempotency_key),
+        payment_aggregate_id(first.ids["payment"]),
+    ):
+        cache.get(evicted, evict=True)  # as the LRU would, under other traffic
+    events = a.recorder.max_notification_id()
+    again = a.execute(command)  # unprobed: taken for new, refused by the store: probed again
+    assert again.replayed and again.ids == first.ids
+    assert a.recorder.max_notification_id() == events
+
+
+def test_a_recorded_key_is_replayed_even_when_it_would_now_be_refused(
+    two: tuple[Ledger, Ledger],
+) -> None:
+    a, b = two
+    command = payment("acct_a", "direct")
+    first = a.execute(command)
+    known_current(b)  # b's cache never held the command's record
+    b.update_account(idempotency_key="off", account_id="acct_a", charges_enabled=False)
+    assert b._known_head is not None  # its own write: still current
+    again = b.execute(command)  # unprobed, the payment is refused: probed, it is a replay
+    assert again.replayed and again.ids == first.ids
