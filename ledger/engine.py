@@ -406,6 +406,9 @@ class Engine(Application[UUID]):
         # The store's head up to which every cached aggregate is known current, or None: then
         # batches probe the store first (see _run_batch). Read and written under _write_lock.
         self._known_head: int | None = None
+        # monotonic: another writer wrote lately, so stay with probes until then (an unprobed
+        # run would mostly fail its head check, and re-running it costs more than the probe).
+        self._shared_until = 0.0
         self.writer_lock: WriterLock | None = None  # likewise
         self._contended_until = 0.0  # monotonic: take the writer lock until then
         self._in_turn = False  # this process holds the writer lock (under _write_lock)
@@ -681,6 +684,7 @@ class Engine(Application[UUID]):
                 results = self._run_batch_once(commands, optimistic=True)
             except RecordConflictError:
                 self._known_head = None
+                self._shared_until = time.monotonic() + CONTENTION_WINDOW_S
             else:
                 if results is not None:
                     return results
@@ -748,14 +752,16 @@ class Engine(Application[UUID]):
         """After a recorded batch: is every cached aggregate known current up to ``last``?
         An optimistic batch was inserted only if no other writer had written since the known
         head: yes. A probed batch: only if no other writer wrote between the probe and the
-        insert; then the probed and saved aggregates are current, and the rest is evicted."""
+        insert (nor lately: ``_shared_until``); then the probed and saved aggregates are
+        current, and the rest is evicted."""
         if optimistic:
             self._known_head = last
-        elif store_head is not None and check.before == store_head:
+        elif store_head is None or check.before != store_head:
+            self._known_head = None
+            self._shared_until = time.monotonic() + CONTENTION_WINDOW_S
+        elif time.monotonic() >= self._shared_until:
             self._keep_current({**heads, **{a.id: a.version for a in saved}})
             self._known_head = last
-        else:
-            self._known_head = None
 
     def _run_one(
         self, batch: _Batch, command: c.Message, recorded_at: datetime
