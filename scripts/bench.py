@@ -164,7 +164,8 @@ def print_header(args: argparse.Namespace, facts: dict[str, Any], started: datet
         print(bench_latency.describe_run(args))
     if args.suite in ("workers", "all"):
         print(
-            f"workers: {args.payouts} payouts, 1 worker process x {args.worker_threads} threads, "
+            f"workers: {args.payouts} payouts, {args.worker_processes} worker process(es) x "
+            f"{args.worker_threads} threads, "
             f"RabbitMQ {bench_workers.BROKER_URL.split('@')[-1]}"
         )
     print(
@@ -232,7 +233,7 @@ def run_workers(args: argparse.Namespace) -> dict[str, Any]:
     deadline = bench_workers.DEADLINE_QUICK_S if args.quick else bench_workers.DEADLINE_S
     try:
         result = bench_workers.measure_workers(
-            args.conninfo, args.payouts, args.worker_threads, deadline
+            args.conninfo, args.payouts, args.worker_threads, deadline, args.worker_processes
         )
     except Exception as exc:  # reported in the table and the results file
         result = {"failed": f"{type(exc).__name__}: {exc}"[:200]}
@@ -300,6 +301,7 @@ def run_settings(args: argparse.Namespace, projections: bool) -> dict[str, Any]:
         "command_samples": args.command_samples,
         "payouts": args.payouts,
         "worker_threads": args.worker_threads,
+        "worker_processes": args.worker_processes,
         "ledger": Settings(database_url=args.conninfo).model_dump(exclude={"database_url"}),
     }
 

@@ -52,6 +52,7 @@ DATABASE_URL = os.environ.get(
 PAYOUTS = 200
 PAYOUTS_QUICK = 50  # scripts/bench --quick: the whole run stays under 2 minutes
 THREADS = 4
+PROCESSES = 2  # as `sluice worker` deploys it (its --processes default)
 BROKER_CONNECT_S = 5  # RabbitMQ's TCP connect and AMQP handshake, when checking it is there
 WORKER_BOOT_MAX_S = 60  # the worker process imports and starts consuming (a loaded machine)
 DEADLINE_S = 600  # every payout back in the ledger; past it the run is reported incomplete
@@ -64,9 +65,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payouts", type=int, default=PAYOUTS)
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--processes", type=int, default=PROCESSES)
     args = parser.parse_args()
-    if args.payouts < 1 or args.threads < 1:
-        parser.error("--payouts and --threads are at least 1")
+    if args.payouts < 1 or args.threads < 1 or args.processes < 1:
+        parser.error("--payouts, --threads and --processes are at least 1")
     return args
 
 
@@ -83,7 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--worker-threads",
         type=int,
         default=THREADS,
-        help=f"threads of the one worker process (default {THREADS})",
+        help=f"threads of each worker process (default {THREADS})",
+    )
+    workers.add_argument(
+        "--worker-processes",
+        type=int,
+        default=PROCESSES,
+        help=f"worker processes (default {PROCESSES}, as `sluice worker` runs)",
     )
 
 
@@ -91,17 +99,18 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """A bad value ends the run through ``parser.error``."""
     if args.payouts is None:
         args.payouts = PAYOUTS_QUICK if args.quick else PAYOUTS
-    if args.payouts < 1 or args.worker_threads < 1:
-        parser.error("--payouts and --worker-threads are at least 1")
+    if args.payouts < 1 or args.worker_threads < 1 or args.worker_processes < 1:
+        parser.error("--payouts, --worker-threads and --worker-processes are at least 1")
 
 
 def main() -> None:
     args = parse_args()
     print(
-        f"Sluice workers bench: {args.payouts} payouts, 1 worker process x {args.threads} "
-        f"threads, RabbitMQ {BROKER_URL.split('@')[-1]} with confirms, load {os.getloadavg()}"
+        f"Sluice workers bench: {args.payouts} payouts, {args.processes} worker process(es) x "
+        f"{args.threads} threads, RabbitMQ {BROKER_URL.split('@')[-1]} with confirms, "
+        f"load {os.getloadavg()}"
     )
-    result = measure_workers(DATABASE_URL, args.payouts, args.threads, DEADLINE_S)
+    result = measure_workers(DATABASE_URL, args.payouts, args.threads, DEADLINE_S, args.processes)
     if "not_run" in result:
         raise SystemExit(f"not run: {result['not_run']}")
     print(report(result))
@@ -144,7 +153,7 @@ def broker_unreachable(url: str) -> str | None:
 
 
 def measure_workers(
-    database_url: str, payouts: int, threads: int, deadline_s: float
+    database_url: str, payouts: int, threads: int, deadline_s: float, processes: int = PROCESSES
 ) -> dict[str, Any]:
     """Payouts end to end beside confirmed publishes; ``{"not_run": why}`` without RabbitMQ.
     The schema (``fresh_store``) and this run's queues are removed at the end."""
@@ -171,7 +180,9 @@ def measure_workers(
             baseline = payouts / (time.monotonic() - t0)
             setup(broker, prefix)
             relay = Relay(store.ledger, store.view, store.settings, name="bench")
-            timed = submit_through_worker(store, relay, ids, env, threads, prefix, deadline_s)
+            timed = submit_through_worker(
+                store, relay, ids, env, (processes, threads), prefix, deadline_s
+            )
             submitted = [stripe_id(store, p) for p in ids]
             distinct = {s for s in submitted if s}
             at_stripe = stripe_payout_ids(sb, account)
@@ -179,6 +190,7 @@ def measure_workers(
             return {
                 "payouts": payouts,
                 "threads": threads,
+                "processes": processes,
                 "per_s": timed["per_s"],
                 "baseline_per_s": baseline,
                 "ratio": timed["per_s"] / baseline,
@@ -234,12 +246,13 @@ def submit_through_worker(
     relay: Relay,
     ids: list[str],
     env: dict[str, str],
-    threads: int,
+    shape: tuple[int, int],
     prefix: str,
     deadline_s: float,
 ) -> dict[str, Any]:
-    """Starts a real worker process and, once it consumes, times the relay publishing every
-    requested payout's message until Stripe's payout ids are all back in the ledger."""
+    """Starts a real worker (``shape``: processes, threads each) and, once every process
+    consumes, times the relay publishing every requested payout's message until Stripe's
+    payout ids are all back in the ledger."""
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -247,9 +260,9 @@ def submit_through_worker(
             "dramatiq",
             "workers.main",
             "--processes",
-            "1",
+            str(shape[0]),
             "--threads",
-            str(threads),
+            str(shape[1]),
         ],
         cwd=ROOT,
         env=env,
@@ -257,7 +270,8 @@ def submit_through_worker(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_consumer(worker, prefix + ACTOR_OPTIONS["submit_payout"]["queue_name"])
+        queue = prefix + ACTOR_OPTIONS["submit_payout"]["queue_name"]
+        wait_for_consumer(worker, queue, shape[0])
         t0 = time.monotonic()
         for _ in range(RELAY_PASSES_MAX):
             if relay.run_once() == 0:  # caught up with the log: every message is published
@@ -286,7 +300,7 @@ def stripe_id(store: Any, payout_id: str) -> str | None:
     return payout.stripe_payout_id if payout is not None else None
 
 
-def wait_for_consumer(worker: subprocess.Popen[bytes], queue: str) -> None:
+def wait_for_consumer(worker: subprocess.Popen[bytes], queue: str, consumers: int = 1) -> None:
     """Until the worker consumes ``queue`` (it declares it on start-up), so its boot is not
     timed; bounded by WORKER_BOOT_MAX_S."""
     import pika
@@ -299,7 +313,8 @@ def wait_for_consumer(worker: subprocess.Popen[bytes], queue: str) -> None:
                 raise RuntimeError(f"the worker process exited ({worker.returncode}) on start")
             channel = connection.channel()
             try:
-                if channel.queue_declare(queue=queue, passive=True).method.consumer_count:
+                declared = channel.queue_declare(queue=queue, passive=True)
+                if declared.method.consumer_count >= consumers:  # one per worker process
                     return
                 channel.close()
             except pika.exceptions.ChannelClosedByBroker:  # not declared yet: closes the channel
