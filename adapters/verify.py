@@ -198,24 +198,33 @@ def rebuild_all(
     needs it (a rebuild per projection would read and decode the log once each)."""
     rebuilt = Projector(ledger, scratch)
     stop = max(positions.values(), default=0)
-    position = 0
-    for _ in range(CATCH_UP_BATCHES_MAX):  # bounded; each turn reads ≥ 1 event or stops
-        page = ledger.recorder.select_notifications(
-            start=position, limit=REBUILD_PAGE_EVENTS, stop=stop, inclusive_of_start=False
-        )
-        if not page:
-            break
-        events = [(n.id, ledger.mapper.to_domain_event(n)) for n in page]
-        if all(positions[name] >= page[-1].id for name in rebuilt.projections):
-            rebuilt.apply_all(events)  # the usual page: every read model, one transaction
-        else:
-            for name, projection in rebuilt.projections.items():
-                mine = [e for e in events if e[0] <= positions[name]]
-                if mine:
-                    rebuilt.apply(projection, mine)
-        position = page[-1].id
+    tail: list[list[tuple[int, Any]]] = []
+
+    def full_pages() -> Iterator[list[tuple[int, Any]]]:
+        """The pages every projection needs whole; the rest (the newest, past the position of
+        a read model that lags) go to ``tail``: once one page is partial, all later ones are."""
+        position = 0
+        for _ in range(CATCH_UP_BATCHES_MAX):  # bounded; each turn reads ≥ 1 event or stops
+            page = ledger.recorder.select_notifications(
+                start=position, limit=REBUILD_PAGE_EVENTS, stop=stop, inclusive_of_start=False
+            )
+            if not page:
+                return
+            events = [(n.id, ledger.mapper.to_domain_event(n)) for n in page]
+            if not tail and all(positions[name] >= page[-1].id for name in rebuilt.projections):
+                yield events  # the usual page: every read model, one transaction
+            else:
+                tail.append(events)
+            position = page[-1].id
+
+    rebuilt.apply_pages(full_pages(), on_progress)
+    for events in tail:
+        for name, projection in rebuilt.projections.items():
+            mine = [e for e in events if e[0] <= positions[name]]
+            if mine:
+                rebuilt.apply(projection, mine)
         if on_progress is not None:
-            on_progress(position)
+            on_progress(events[-1][0])
 
 
 def verify(

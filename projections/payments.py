@@ -17,17 +17,37 @@ from eventsourcing.projection import Projection
 
 from ledger.instants import micros_to_seconds, to_micros
 from ledger.payments import Payment
+from projections.pages import BIGINT, TEXT, Inserts, PageWriter, Sink
 from projections.queries import LIST_LIMIT_DEFAULT, Page, QueryError, _page
 from projections.store import ReadModel, Tx
 
 METADATA_FILTERS_MAX = 10
 
 
-class PaymentsProjection(Projection[Any]):
+PAYMENT_COLUMNS = (
+    ("id", TEXT),
+    ("aggregate_id", TEXT),
+    ("position", BIGINT),
+    ("account_id", TEXT),
+    ("charge_type", TEXT),
+    ("currency", TEXT),
+    ("amount", BIGINT),
+    ("on_behalf_of", TEXT),
+    ("transfer_group", TEXT),
+    ("metadata", TEXT),
+    ("created", BIGINT),
+)
+PAYMENT_METADATA = 9  # its index in a row
+NO_METADATA = "{}"
+
+
+class PaymentsProjection(PageWriter, Projection[Any]):
     """Payments and their metadata. Same interface as
     ``projections.projections.LedgerProjection`` (kept apart, as reconciliation's is)."""
 
     name = "payments"
+    handles = (Payment.Captured, Payment.MetadataReported)
+    reads = False
     tables: ClassVar[tuple[str, ...]] = ("rm_payments", "rm_payment_metadata")
     ddl: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS rm_payments ("
@@ -44,38 +64,46 @@ class PaymentsProjection(Projection[Any]):
 
     def __init__(self, view: ReadModel) -> None:
         super().__init__(view)
+        self.rows = Inserts("rm_payments", PAYMENT_COLUMNS)
+        self.held: dict[str, list[Any]] = {}  # set-based: the page's rows by id, not written yet
 
-    def clear(self, tx: Tx) -> None:
-        for table in self.tables:
-            tx.execute(f"DELETE FROM {table}")
+    def sinks(self) -> tuple[Sink, ...]:
+        return (self.rows,)
+
+    def begin_page(self, tx: Tx, set_based: bool) -> None:
+        super().begin_page(tx, set_based)
+        self.held = {}
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Payment.Captured):
-            self.tx.execute(
-                "INSERT INTO rm_payments (id, aggregate_id, position, account_id, charge_type,"
-                " currency, amount, on_behalf_of, transfer_group, metadata, created)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, '{}', %s)",
-                (
-                    domain_event.payment_id,
-                    str(domain_event.originator_id),
-                    tracking.notification_id,
-                    domain_event.account_id or domain_event.platform_account_id,
-                    domain_event.charge_type,
-                    domain_event.currency,
-                    domain_event.amount_minor,
-                    domain_event.on_behalf_of,
-                    domain_event.transfer_group,
-                    to_micros(domain_event.effective_at),
-                ),
-            )
+            row = [
+                domain_event.payment_id,
+                str(domain_event.originator_id),
+                tracking.notification_id,
+                domain_event.account_id or domain_event.platform_account_id,
+                domain_event.charge_type,
+                domain_event.currency,
+                domain_event.amount_minor,
+                domain_event.on_behalf_of,
+                domain_event.transfer_group,
+                NO_METADATA,
+                to_micros(domain_event.effective_at),
+            ]
+            self.rows.insert(row)
+            if self.set_based:
+                self.held[domain_event.payment_id] = row
         elif isinstance(domain_event, Payment.MetadataReported):
             self._metadata(domain_event.payment_id, dict(domain_event.metadata))
 
     def _metadata(self, payment_id: str, metadata: dict[str, str]) -> None:
-        self.tx.execute(
-            "UPDATE rm_payments SET metadata = %s WHERE id = %s",
-            (json.dumps(metadata, sort_keys=True), payment_id),
-        )
+        encoded = json.dumps(metadata, sort_keys=True)
+        held = self.held.get(payment_id)
+        if held is not None:  # set-based: captured in this page, not written yet
+            held[PAYMENT_METADATA] = encoded
+        else:
+            self.tx.execute(
+                "UPDATE rm_payments SET metadata = %s WHERE id = %s", (encoded, payment_id)
+            )
         self.tx.execute("DELETE FROM rm_payment_metadata WHERE payment_id = %s", (payment_id,))
         for key, value in sorted(metadata.items()):
             self.tx.execute(

@@ -30,6 +30,7 @@ from ledger.reconciliation import StripeMovement
 from ledger.risk import Reserve
 from ledger.transfers import Transfer
 from projections import requirements, risk
+from projections.pages import BIGINT, TEXT, Inserts, PageWriter, Sink, Upserts
 from projections.payments import PaymentsProjection
 from projections.reconciliation import ReconciliationProjection, stripe_made_types
 from projections.store import ReadModel, Tx
@@ -38,8 +39,9 @@ from projections.store import ReadModel, Tx
 micros = to_micros
 
 
-class LedgerProjection(Projection[Any]):
-    """Base: a named projection with its tables. ``tx`` is set by the runner for a batch."""
+class LedgerProjection(PageWriter, Projection[Any]):
+    """Base: a named projection with its tables. ``tx`` is set by the runner for a batch
+    (``begin_page``), and its sinks are written at the batch's end (``end_page``)."""
 
     name: str = ""
     tables: ClassVar[tuple[str, ...]] = ()
@@ -52,22 +54,34 @@ class LedgerProjection(Projection[Any]):
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Events a projection does not use only advance its position (done per batch)."""
 
-    def clear(self, tx: Tx) -> None:
-        for table in self.tables:
-            tx.execute(f"DELETE FROM {table}")
+
+# Recent events' deltas, by identity: balances and balance transactions both need each journal
+# event's, and a page is handed to one projection after another. The entry holds the event, so
+# its id is not reused while cached; bounded (a rebuild's page is 2,000 events).
+_DELTAS_CACHED_MAX = 8_192
+_deltas_cached: dict[int, tuple[Any, dict[tuple[str, str], tuple[int, int, int]]]] = {}
 
 
-def _balance_deltas(event: JournalEvent) -> dict[tuple[str, str], list[int]]:
-    """Per (account, currency): [pending, available, reserved] deltas of one journal entry."""
-    return {
-        key: list(balance_row(books))
-        for key, books in book_deltas(event.entry_postings()).items()
-        if key[0] != WORLD and any(balance_row(books))
-    }
+def _balance_deltas(event: JournalEvent) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """Per (account, currency): (pending, available, reserved) deltas of one journal entry."""
+    cached = _deltas_cached.get(id(event))
+    if cached is not None and cached[0] is event:
+        return cached[1]
+    deltas = {}
+    for key, books in book_deltas(event.entry_postings()).items():
+        row = balance_row(books)
+        if key[0] != WORLD and any(row):
+            deltas[key] = row
+    if len(_deltas_cached) >= _DELTAS_CACHED_MAX:
+        _deltas_cached.clear()
+    _deltas_cached[id(event)] = (event, deltas)
+    return deltas
 
 
 class BalancesProjection(LedgerProjection):
     name = "balances"
+    handles = (JournalEvent,)
+    reads = False
     tables = ("rm_balances",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_balances ("
@@ -76,20 +90,23 @@ class BalancesProjection(LedgerProjection):
         " position BIGINT NOT NULL, PRIMARY KEY (account_id, currency))",
     )
 
+    def __init__(self, view: ReadModel) -> None:
+        super().__init__(view)
+        self.balances = Upserts(
+            "rm_balances",
+            keys=(("account_id", TEXT), ("currency", TEXT)),
+            sums=(("pending", BIGINT), ("available", BIGINT), ("reserved", BIGINT)),
+            sets=(("position", BIGINT),),
+        )
+
+    def sinks(self) -> tuple[Sink, ...]:
+        return (self.balances,)
+
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, JournalEvent):
-            for (account, currency), (pending, available, reserved) in _balance_deltas(
-                domain_event
-            ).items():
-                self.tx.execute(
-                    "INSERT INTO rm_balances AS b"
-                    " (account_id, currency, pending, available, reserved, position)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (account_id, currency)"
-                    " DO UPDATE SET pending = b.pending + excluded.pending,"
-                    " available = b.available + excluded.available,"
-                    " reserved = b.reserved + excluded.reserved, position = excluded.position",
-                    (account, currency, pending, available, reserved, tracking.notification_id),
-                )
+            position = (tracking.notification_id,)
+            for key, deltas in _balance_deltas(domain_event).items():
+                self.balances.add(key, deltas, position)
 
 
 # (event class, owner is the platform?) → (type, reporting_category). ``None`` for either side.
@@ -199,8 +216,33 @@ _PLATFORM_GAINS: dict[type, bool] = {
 }
 
 
+BT_COLUMNS = (
+    ("id", TEXT),
+    ("position", BIGINT),
+    ("account_id", TEXT),
+    ("type", TEXT),
+    ("amount", BIGINT),
+    ("fee", BIGINT),
+    ("fee_details", TEXT),
+    ("net", BIGINT),
+    ("currency", TEXT),
+    ("status", TEXT),
+    ("available_on", BIGINT),
+    ("created", BIGINT),
+    ("recorded", BIGINT),
+    ("source", TEXT),
+    ("reporting_category", TEXT),
+    ("description", TEXT),
+    ("entry_id", TEXT),
+)
+BT_ACCOUNT, BT_CURRENCY, BT_STATUS, BT_AVAILABLE_ON = 2, 8, 9, 10  # indexes in a row
+NO_FEES = json.dumps([])
+
+
 class BalanceTransactionsProjection(LedgerProjection):
     name = "balance_transactions"
+    handles = (JournalEvent, Balance.Settled)  # Balance.Released is a JournalEvent
+    reads = False
     tables = ("rm_balance_transactions",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_balance_transactions ("
@@ -219,6 +261,45 @@ class BalanceTransactionsProjection(LedgerProjection):
         " ON rm_balance_transactions (account_id, position, id)",
     )
 
+    def __init__(self, view: ReadModel) -> None:
+        super().__init__(view)
+        self.rows = Inserts("rm_balance_transactions", BT_COLUMNS)
+        # Set-based: the page's held rows still pending, per (account, currency), for the
+        # page's releases to make available in place; and per key the latest ``until`` released,
+        # for the rows of earlier pages (releases only widen: the latest bound covers the rest).
+        self.pending: dict[tuple[str, str], list[list[Any]]] = {}
+        self.releases: dict[tuple[str, str], int] = {}
+
+    def sinks(self) -> tuple[Sink, ...]:
+        return (self.rows,)
+
+    def begin_page(self, tx: Tx, set_based: bool) -> None:
+        super().begin_page(tx, set_based)
+        self.pending, self.releases = {}, {}
+
+    def end_page(self, dialect: str) -> None:
+        """The page's releases reach earlier pages' rows first, then the page's rows go (their
+        statuses already released in place)."""
+        releases, self.releases = self.releases, {}
+        if dialect == "postgres" and releases:
+            keys = list(releases)
+            self.tx.execute(
+                "UPDATE rm_balance_transactions AS b SET status = 'available'"
+                " FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS r (account, cur, until)"
+                " WHERE b.account_id = r.account AND b.currency = r.cur"
+                " AND b.status = 'pending' AND b.available_on <= r.until",
+                ([k[0] for k in keys], [k[1] for k in keys], list(releases.values())),
+            )
+        else:
+            for (owner, currency), until_us in releases.items():
+                self._release_stored(owner, currency, until_us)
+        super().end_page(dialect)
+
+    def _insert(self, row: list[Any]) -> None:
+        self.rows.insert(row)
+        if self.set_based and row[BT_STATUS] == "pending":
+            self.pending.setdefault((row[BT_ACCOUNT], row[BT_CURRENCY]), []).append(row)
+
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Balance.Released):
             owner = next(p.owner for p in domain_event.entry_postings())
@@ -236,6 +317,13 @@ class BalanceTransactionsProjection(LedgerProjection):
             return
         platform_side, connected_side = types
         gains = _PLATFORM_GAINS.get(type(domain_event))
+        source = _bt_source(domain_event)
+        description = f"{domain_event.kind.replace('_', ' ')} {source}"
+        # Funds available at once carry the instant Stripe says they became available
+        # (a transfer from a settled charge: the charge's), else the movement's own.
+        on = domain_event.available_on or domain_event.effective_at
+        available_on = micros(on) if on is not None else None
+        created, recorded = micros(domain_event.effective_at), micros(domain_event.timestamp)
         for (account, currency), (pending, available, reserved) in _balance_deltas(
             domain_event
         ).items():
@@ -247,45 +335,39 @@ class BalanceTransactionsProjection(LedgerProjection):
             gross = _gross(domain_event, net)
             fee = gross - net
             fee_details = (
-                [
-                    {
-                        "type": "stripe_fee",
-                        "amount": fee,
-                        "currency": currency,
-                        "description": "Stripe processing fees",
-                    }
-                ]
+                json.dumps(
+                    [
+                        {
+                            "type": "stripe_fee",
+                            "amount": fee,
+                            "currency": currency,
+                            "description": "Stripe processing fees",
+                        }
+                    ]
+                )
                 if fee
-                else []
+                else NO_FEES
             )
-            status = "pending" if pending else "available"
-            # Funds available at once carry the instant Stripe says they became available
-            # (a transfer from a settled charge: the charge's), else the movement's own.
-            on = domain_event.available_on or domain_event.effective_at
-            self.tx.execute(
-                "INSERT INTO rm_balance_transactions (id, position, account_id, type, amount,"
-                " fee, fee_details, net, currency, status, available_on, created, recorded,"
-                " source, reporting_category, description, entry_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
+            self._insert(
+                [
                     balance_transaction_id(domain_event.entry_id, account),
                     tracking.notification_id,
                     account,
                     bt_type,
                     gross,
                     fee,
-                    json.dumps(fee_details),
+                    fee_details,
                     net,
                     currency,
-                    status,
-                    micros(on) if on is not None else None,
-                    micros(domain_event.effective_at),
-                    micros(domain_event.timestamp),
-                    _bt_source(domain_event),
+                    "pending" if pending else "available",
+                    available_on,
+                    created,
+                    recorded,
+                    source,
                     category,
-                    f"{domain_event.kind.replace('_', ' ')} {_bt_source(domain_event)}",
+                    description,
                     domain_event.entry_id,
-                ),
+                ]
             )
 
     def _payout_fees(self, event: Payout.FeeCharged, tracking: Tracking) -> None:
@@ -308,12 +390,8 @@ class BalanceTransactionsProjection(LedgerProjection):
                 if on_platform
                 else ("payout", "payout", event.payout_id)
             )
-            self.tx.execute(
-                "INSERT INTO rm_balance_transactions (id, position, account_id, type, amount,"
-                " fee, fee_details, net, currency, status, available_on, created, recorded,"
-                " source, reporting_category, description, entry_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
+            self._insert(
+                [
                     balance_transaction_id(event.entry_id, account),
                     tracking.notification_id,
                     account,
@@ -331,16 +409,33 @@ class BalanceTransactionsProjection(LedgerProjection):
                     row[1],
                     f"payout fee {event.payout_id}",
                     event.entry_id,
-                ),
+                ]
             )
 
     def _released(self, owner: str, currency: str, until: datetime) -> None:
         """What was pending up to ``until`` is available now."""
+        until_us = micros(until)
+        if not self.set_based:
+            self._release_stored(owner, currency, until_us)
+            return
+        key = (owner, currency)
+        self.releases[key] = max(until_us, self.releases.get(key, until_us))
+        held = self.pending.get(key)
+        if held:  # set-based: this page's rows, not written yet
+            still = []
+            for row in held:
+                if row[BT_AVAILABLE_ON] is not None and row[BT_AVAILABLE_ON] <= until_us:
+                    row[BT_STATUS] = "available"
+                else:
+                    still.append(row)
+            self.pending[key] = still
+
+    def _release_stored(self, owner: str, currency: str, until_us: int) -> None:
         self.tx.execute(
             "UPDATE rm_balance_transactions SET status = 'available'"
             " WHERE account_id = %s AND currency = %s AND status = 'pending'"
             " AND available_on <= %s",
-            (owner, currency, micros(until)),
+            (owner, currency, until_us),
         )
 
 
@@ -375,6 +470,16 @@ class PayoutsProjection(LedgerProjection):
         Payout.Canceled: "canceled",
         Payout.Held: "held",
     }
+
+    handles = (
+        Payout.Requested,
+        Payout.FeeCharged,
+        Payout.Converted,
+        Payout.Reported,
+        Payout.MetadataReported,
+        Payout.Submitted,
+        *STATUS,
+    )
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if isinstance(domain_event, Payout.Requested):
@@ -495,6 +600,8 @@ class RoutingHoldsProjection(LedgerProjection):
     with the latest reason; the row goes when the routing resumes."""
 
     name = "routing_holds"
+    handles = (Payment.RoutingHeld, Payment.RoutingResumed)
+    reads = False
     tables = ("rm_routing_holds",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_routing_holds ("
@@ -531,12 +638,25 @@ class RevenueProjection(LedgerProjection):
     """Platform fee revenue by UTC day and currency: application fees collected and refunded."""
 
     name = "revenue"
+    handles = (Payment.ApplicationFeeCollected, Payment.ApplicationFeeRefunded, Payout.FeeCharged)
+    reads = False
     tables = ("rm_revenue",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_revenue ("
         " day TEXT NOT NULL, currency TEXT NOT NULL, fees_collected BIGINT NOT NULL,"
         " fees_refunded BIGINT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (day, currency))",
     )
+
+    def __init__(self, view: ReadModel) -> None:
+        super().__init__(view)
+        self.days = Upserts(
+            "rm_revenue",
+            keys=(("day", TEXT), ("currency", TEXT)),
+            sums=(("fees_collected", BIGINT), ("fees_refunded", BIGINT), ("count", BIGINT)),
+        )
+
+    def sinks(self) -> tuple[Sink, ...]:
+        return (self.days,)
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         collected = isinstance(domain_event, Payment.ApplicationFeeCollected)
@@ -549,19 +669,9 @@ class RevenueProjection(LedgerProjection):
             return
         amount = on_payout or int(domain_event.amount_minor)
         currency = domain_event.entry_postings()[0].currency
-        self.tx.execute(
-            "INSERT INTO rm_revenue AS r (day, currency, fees_collected, fees_refunded, count)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (day, currency) DO UPDATE SET"
-            " fees_collected = r.fees_collected + excluded.fees_collected,"
-            " fees_refunded = r.fees_refunded + excluded.fees_refunded,"
-            " count = r.count + excluded.count",
-            (
-                domain_event.effective_at.date().isoformat(),
-                currency,
-                amount if collected else 0,
-                amount if refunded else 0,
-                1 if collected else 0,
-            ),
+        self.days.add(
+            (domain_event.effective_at.date().isoformat(), currency),
+            (amount if collected else 0, amount if refunded else 0, 1 if collected else 0),
         )
 
 
@@ -570,6 +680,14 @@ class RevenueProjection(LedgerProjection):
 
 class AccountsProjection(LedgerProjection):
     name = "accounts"
+    handles = (
+        ConnectedAccount.Opened,
+        ConnectedAccount.Updated,
+        ConnectedAccount.ProfileSet,
+        ConnectedAccount.RequirementsSet,
+        ConnectedAccount.Closed,
+        *risk.HANDLES,
+    )
     tables = ("rm_accounts", "rm_account_metadata", requirements.TABLE, risk.TABLE)
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_accounts ("

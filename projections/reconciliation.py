@@ -16,8 +16,9 @@ from eventsourcing.projection import Projection
 
 from ledger.events import JournalEvent
 from ledger.instants import micros_to_seconds, to_micros
-from ledger.journal import CLEARING
+from ledger.journal import CLEARING, Posting
 from ledger.reconciliation import BREAK_NAMES, OPEN, RESOLVED, Break
+from projections.pages import BIGINT, TEXT, PageWriter, Sink, Upserts
 from projections.queries import Page, QueryError, _page
 from projections.store import ReadModel, Tx
 
@@ -25,11 +26,13 @@ BREAK_EXPORT_ROWS_MAX = 100_000  # one CSV export of breaks (a bound, not an exp
 BREAK_STATUSES = (OPEN, RESOLVED)
 
 
-class ReconciliationProjection(Projection[Any]):
+class ReconciliationProjection(PageWriter, Projection[Any]):
     """Breaks and clearing books. Same interface as ``projections.projections.LedgerProjection``
     (kept apart so that module need not know reconciliation)."""
 
     name = "reconciliation"
+    handles = (JournalEvent, Break.Found, Break.Changed, Break.Resolved)
+    reads = False
     tables: ClassVar[tuple[str, ...]] = ("rm_recon_breaks", "rm_clearing")
     ddl: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS rm_recon_breaks ("
@@ -49,10 +52,15 @@ class ReconciliationProjection(Projection[Any]):
 
     def __init__(self, view: ReadModel) -> None:
         super().__init__(view)
+        self.clearing = Upserts(
+            "rm_clearing",
+            keys=(("account_id", TEXT), ("currency", TEXT)),
+            sums=(("amount", BIGINT),),
+            sets=(("position", BIGINT),),
+        )
 
-    def clear(self, tx: Tx) -> None:
-        for table in self.tables:
-            tx.execute(f"DELETE FROM {table}")
+    def sinks(self) -> tuple[Sink, ...]:
+        return (self.clearing,)
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         position = tracking.notification_id
@@ -115,14 +123,13 @@ class ReconciliationProjection(Projection[Any]):
         )
 
     def _clearing(self, event: JournalEvent, position: int) -> None:
-        for posting in event.entry_postings():
-            if posting.book != CLEARING:
+        # Most entries post nothing to clearing: look at each row's book before decoding it.
+        for row in event.postings:
+            if row[1] != CLEARING:
                 continue
-            self.tx.execute(
-                "INSERT INTO rm_clearing AS c (account_id, currency, amount, position)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (account_id, currency)"
-                " DO UPDATE SET amount = c.amount + excluded.amount, position = excluded.position",
-                (posting.owner, posting.currency, posting.amount_minor, position),
+            posting = Posting.from_row(row)
+            self.clearing.add(
+                (posting.owner, posting.currency), (posting.amount_minor,), (position,)
             )
             if isinstance(event, Break.Cleared | Break.Uncleared):
                 self.tx.execute(

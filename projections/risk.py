@@ -21,11 +21,12 @@ DDL = (
     " account_id TEXT PRIMARY KEY, losses_payments TEXT NOT NULL)"
 )
 EXPOSURE_ROWS_MAX = 10_000  # sellers times currencies in one answer
+HANDLES = (LossLiability.Recorded, LossLiability.Changed)  # the events ``process`` uses
 
 
 def process(tx: Tx, event: Any) -> None:
     """``AccountsProjection``'s share: who covers the account's losses, as last reported."""
-    if isinstance(event, LossLiability.Recorded | LossLiability.Changed):
+    if isinstance(event, HANDLES):
         tx.execute(f"DELETE FROM {TABLE} WHERE account_id = %s", (event.account_id,))
         tx.execute(
             f"INSERT INTO {TABLE} (account_id, losses_payments) VALUES (%s, %s)",

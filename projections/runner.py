@@ -8,7 +8,8 @@ inserts burn sequence values); nothing here assumes they are contiguous.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from eventsourcing.persistence import Tracking
 
 from ledger.application import Ledger
 from projections.projections import PROJECTIONS, LedgerProjection, micros
-from projections.store import ReadModel
+from projections.store import ReadModel, Tx
 
 PROJECTION_BATCH_SIZE = 500  # events per transaction
 # A rebuild's page: larger than a follower's batch, as nobody waits on its first rows and each
@@ -78,6 +79,31 @@ class _BufferedTx:
         return dict(row) if row is not None else None
 
 
+class _RecordingTx:
+    """A page's writes recorded in memory, to be sent later in the page's transaction (by the
+    rebuild's writer thread). Only for projections that never read rows back (``reads``)."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Sequence[Any]]] = []
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.statements.append((sql, params))
+
+    def all(self) -> list[dict[str, Any]]:
+        raise TypeError("a projection that reads rows must say so (reads = True)")
+
+    def one(self) -> dict[str, Any] | None:
+        raise TypeError("a projection that reads rows must say so (reads = True)")
+
+
+@dataclass(frozen=True)
+class _Page:
+    """A page of events, and the writes of every projection that needs no reads for them."""
+
+    events: list[tuple[int, Any]]
+    recorded: dict[str, list[tuple[str, Sequence[Any]]]]
+
+
 @dataclass(frozen=True)
 class ProjectionStatus:
     name: str
@@ -135,33 +161,83 @@ class Projector:
         """One transaction: the batch's rows, then its tracking position and lag metadata."""
         tname = self.tracking_name(projection.name)
         with self.view.write(Tracking(tname, events[-1][0])) as tx:
-            self._apply_in(tx, projection, events)
+            self._apply_in(tx, projection, events, set_based=False)
 
     def apply_all(self, events: list[tuple[int, Any]]) -> None:
         """Every projection's rows for one page, and every tracking position, in one
-        transaction (a rebuild: all read models at the same position, one commit per page)."""
-        last_id = events[-1][0]
+        transaction (a rebuild: all read models at the same position, one commit per page).
+        Set-based: each projection's hot tables are written with one statement per page
+        (``projections.pages``), not one per event."""
+        self._write_page(self._prepare_page(events))
+
+    def _prepare_page(self, events: list[tuple[int, Any]]) -> _Page:
+        """The page through every projection that reads no rows, in memory: no database, so
+        it can run while the previous page is being written."""
+        recorded = {}
+        for name, projection in self.projections.items():
+            if not projection.reads:
+                tx = _RecordingTx()
+                self._process(tx, projection, events, set_based=True)
+                recorded[name] = tx.statements
+        return _Page(events, recorded)
+
+    def _write_page(self, page: _Page) -> None:
+        """One transaction: the recorded writes, the projections that read rows (run here,
+        inside it), every tracking position and the lag metadata."""
+        last_id = page.events[-1][0]
         trackings = [Tracking(self.tracking_name(name), last_id) for name in self.projections]
         with self.view.write_tracked(trackings) as tx:
-            for projection in self.projections.values():
-                self._apply_in(tx, projection, events)
+            for name, projection in self.projections.items():
+                buffered = _BufferedTx(tx)
+                statements = page.recorded.get(name)
+                if statements is None:
+                    self._process(buffered, projection, page.events, set_based=True)
+                else:
+                    for sql, params in statements:
+                        buffered.execute(sql, params)
+                buffered.flush()
+            self._write_meta(tx, list(self.projections), page.events)
+
+    def _process(
+        self,
+        tx: Tx,
+        projection: LedgerProjection,
+        events: list[tuple[int, Any]],
+        *,
+        set_based: bool,
+    ) -> None:
+        """The events the projection uses, its writes into ``tx``; its sinks' come last."""
+        tname = self.tracking_name(projection.name)
+        projection.begin_page(tx, set_based)
+        handles = projection.handles
+        for notification_id, event in events:
+            if isinstance(event, handles):
+                projection.process_event(event, Tracking(tname, notification_id))
+        projection.end_page(self.view.dialect)
 
     def _apply_in(
-        self, tx: Any, projection: LedgerProjection, events: list[tuple[int, Any]]
+        self,
+        tx: Any,
+        projection: LedgerProjection,
+        events: list[tuple[int, Any]],
+        *,
+        set_based: bool,
     ) -> None:
-        tname = self.tracking_name(projection.name)
-        last_id, last_event = events[-1]
         buffered = _BufferedTx(tx)
-        projection.tx = buffered
-        for notification_id, event in events:
-            projection.process_event(event, Tracking(tname, notification_id))
+        self._process(buffered, projection, events, set_based=set_based)
         buffered.flush()
+        self._write_meta(tx, [projection.name], events)
+
+    def _write_meta(self, tx: Any, names: Sequence[str], events: list[tuple[int, Any]]) -> None:
+        """The projections' lag metadata at the batch's end, in one statement."""
+        last_id, last_event = events[-1]
+        row = (last_id, micros(last_event.timestamp), micros(self.clock()))
         tx.execute(
             "INSERT INTO rm_projection_meta AS m (name, position, event_recorded, updated)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
-            " position = excluded.position, event_recorded = excluded.event_recorded,"
-            " updated = excluded.updated",
-            (projection.name, last_id, micros(last_event.timestamp), micros(self.clock())),
+            f" VALUES {', '.join(['(%s, %s, %s, %s)'] * len(names))} ON CONFLICT (name)"
+            " DO UPDATE SET position = excluded.position,"
+            " event_recorded = excluded.event_recorded, updated = excluded.updated",
+            [value for name in names for value in (name, *row)],
         )
 
     def run_once(self) -> dict[str, int]:
@@ -179,32 +255,78 @@ class Projector:
         """Drops the projection's rows and position together, then replays the whole log."""
         projection = self.projections[name]
         with self.view.write(None) as tx:
-            projection.clear(tx)
+            projection.clear(tx, self.view.dialect)
             self.view.reset_tracking(tx, self.tracking_name(name))
             tx.execute("DELETE FROM rm_projection_meta WHERE name = %s", (name,))
         return self.catch_up(name)
 
-    def rebuild_all(self, max_batches: int = CATCH_UP_BATCHES_MAX) -> int:
+    def rebuild_all(
+        self, max_batches: int = CATCH_UP_BATCHES_MAX, *, page_events: int | None = None
+    ) -> int:
         """Rebuilds every projection of this projector in one pass over the log: each page is
         read and decoded once and applied to every projection in one transaction, with every
         tracking position (``apply_all``). A crash midway leaves them all at a committed page;
-        ``catch_up`` (or ``rebuild_all`` again) finishes. Returns the events read."""
+        ``catch_up`` (or ``rebuild_all`` again) finishes. Returns the events read.
+
+        On PostgreSQL a writer thread sends each page while the next is read, decoded and
+        projected in memory: the server's work and ours overlap (two cores, not one after the
+        other). Pages still commit one by one, in order; a failed write stops the rebuild."""
         for name, projection in self.projections.items():
             with self.view.write(None) as tx:
-                projection.clear(tx)
+                projection.clear(tx, self.view.dialect)
                 self.view.reset_tracking(tx, self.tracking_name(name))
                 tx.execute("DELETE FROM rm_projection_meta WHERE name = %s", (name,))
-        position, applied = 0, 0
+        limit = page_events or max(self.batch_size, REBUILD_PAGE_EVENTS)
+        return self.apply_pages(self._pages(limit, max_batches))
+
+    def apply_pages(
+        self,
+        pages: Iterable[list[tuple[int, Any]]],
+        on_page: Callable[[int], None] | None = None,
+    ) -> int:
+        """``apply_all`` for each page in turn (a rebuild, or the auditor's replay); returns
+        the events applied. ``on_page`` is told each page's last position once it committed.
+
+        On PostgreSQL a writer thread sends each page while the next is read, decoded and
+        projected in memory: the server's work and ours overlap (two cores, not one after the
+        other). Pages still commit one by one, in order; a failed write stops the pass."""
+        applied = 0
+        if self.view.dialect != "postgres":  # in-process: nothing to overlap with
+            for events in pages:
+                self.apply_all(events)
+                applied += len(events)
+                if on_page is not None:
+                    on_page(events[-1][0])
+            return applied
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-writer") as writer:
+            written: Future[None] | None = None
+            last = 0
+            for events in pages:
+                page = self._prepare_page(events)
+                if written is not None:
+                    written.result()  # the previous page committed (or its error ends this)
+                    if on_page is not None:
+                        on_page(last)
+                written = writer.submit(self._write_page, page)
+                last = events[-1][0]
+                applied += len(events)
+            if written is not None:
+                written.result()
+                if on_page is not None:
+                    on_page(last)
+        return applied
+
+    def _pages(self, limit: int, max_batches: int) -> Iterator[list[tuple[int, Any]]]:
+        """The log from the start, a decoded page at a time."""
+        position = 0
         for _ in range(max_batches):
             page = self.ledger.recorder.select_notifications(
-                start=position, limit=max(self.batch_size, REBUILD_PAGE_EVENTS),
-                inclusive_of_start=False,
-            )  # fmt: skip
+                start=position, limit=limit, inclusive_of_start=False
+            )
             if not page:
-                break
-            self.apply_all([(n.id, self.ledger.mapper.to_domain_event(n)) for n in page])
-            position, applied = page[-1].id, applied + len(page)
-        return applied
+                return
+            yield [(n.id, self.ledger.mapper.to_domain_event(n)) for n in page]
+            position = page[-1].id
 
     def wait_for(self, name: str, position: int, timeout_s: float) -> bool:
         """Read-your-writes: waits (bounded) until the projection reached ``position``."""
