@@ -7,15 +7,24 @@ everything queued so far (at most ``INBOX_GROUP_SIZE_MAX``) in one multi-row INS
 and COMMIT took one each), so under load many one-row commits (one WAL flush each) become a few
 larger ones. If a group fails, each of its events is stored again alone, so one bad delivery
 fails only itself.
+
+The HTTP route uses ``store_async``: deliveries queue on the event loop and one writer thread
+stores a group at a time, so a group costs one hand-off to that thread and one back, where a
+thread per delivery cost a hand-off (and a wait for the GIL) each, on the event loop's time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
+import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from adapters import deadlines
 from adapters.stripe import inbox
 from projections.store import ReadModel
 
@@ -23,7 +32,7 @@ INBOX_GROUP_SIZE_MAX = inbox.STORE_MANY_MAX  # webhooks stored in one transactio
 
 
 class _Slot:
-    __slots__ = ("done", "event", "failure", "inserted", "raw")
+    __slots__ = ("context", "deadline", "done", "event", "failure", "future", "inserted", "raw")
 
     def __init__(self, event: dict[str, Any], raw: bytes) -> None:
         self.event = event
@@ -31,6 +40,19 @@ class _Slot:
         self.done = False
         self.inserted = False
         self.failure: BaseException | None = None
+        self.future: asyncio.Future[bool] | None = None  # store_async's caller waits on it
+        self.deadline: float | None = None
+        self.context: contextvars.Context | None = None
+
+
+class _LoopQueue:
+    """One event loop's deliveries waiting for the writer thread (touched on that loop only)."""
+
+    __slots__ = ("busy", "pending")
+
+    def __init__(self) -> None:
+        self.pending: list[_Slot] = []
+        self.busy = False  # a group of this loop's is being stored
 
 
 Store = Callable[[Any, dict[str, Any], bytes], bool]
@@ -47,6 +69,11 @@ class InboxWriter:
         self._queue: list[_Slot] = []
         self._queue_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     def store(self, event: dict[str, Any], raw: bytes) -> bool:
         """Stores one verified event; returns False for a duplicate delivery (as
@@ -65,6 +92,79 @@ class InboxWriter:
         if slot.failure is not None:
             raise slot.failure
         return slot.inserted
+
+    async def store_async(self, event: dict[str, Any], raw: bytes) -> bool:
+        """``store`` for a coroutine on an event loop: the same outcome and errors, the same
+        group commit, without a thread of its own. The current deadline bounds the write."""
+        loop = asyncio.get_running_loop()
+        queue = self._loops.get(loop)
+        if queue is None:
+            queue = self._loops[loop] = _LoopQueue()
+        slot = _Slot(event, raw)
+        slot.future = loop.create_future()
+        slot.deadline = deadlines.current()
+        slot.context = contextvars.copy_context()  # the leader's log context, as with `store`
+        queue.pending.append(slot)
+        if not queue.busy:
+            self._next_group(loop, queue)
+        return await slot.future
+
+    def _next_group(self, loop: asyncio.AbstractEventLoop, queue: _LoopQueue) -> None:
+        taken = queue.pending[:INBOX_GROUP_SIZE_MAX]
+        del queue.pending[:INBOX_GROUP_SIZE_MAX]
+        queue.busy = True
+        # The earliest deadline of the group bounds the group's one statement.
+        known = [s.deadline for s in taken if s.deadline is not None]
+        at = min(known) if known else None
+        context = taken[0].context or contextvars.copy_context()
+        try:
+            written = loop.run_in_executor(
+                self._writer_thread(), context.run, self._write_group, taken, at
+            )
+        except BaseException as failure:  # no writer thread: told to the group's callers
+            for slot in taken:
+                slot.failure, slot.done = failure, True
+            self._group_done(loop, queue, taken, None)
+            return
+        written.add_done_callback(lambda done: self._group_done(loop, queue, taken, done))
+
+    def _write_group(self, taken: list[_Slot], at: float | None) -> None:
+        left = None if at is None else at - time.monotonic()
+        # One group at a time, whichever path it came by.
+        with deadlines.within(left), self._write_lock:
+            self._store_group(taken)
+
+    def _group_done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: _LoopQueue,
+        taken: list[_Slot],
+        written: asyncio.Future[None] | None,
+    ) -> None:
+        if written is not None and not written.cancelled() and written.exception() is not None:
+            failure = written.exception()  # the group never reached the store: told to each
+            for slot in taken:
+                if not slot.done:
+                    slot.failure, slot.done = failure, True
+        for slot in taken:
+            future = slot.future
+            if future is None or future.done():  # its caller went away (cancelled)
+                continue
+            if not slot.done:
+                future.set_exception(RuntimeError("a queued webhook was left behind"))
+            elif slot.failure is not None:
+                future.set_exception(slot.failure)
+            else:
+                future.set_result(slot.inserted)
+        queue.busy = False
+        if queue.pending:
+            self._next_group(loop, queue)
+
+    def _writer_thread(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="sluice-inbox-writer")
+            return self._executor
 
     def _store_group(self, taken: list[_Slot]) -> None:
         try:

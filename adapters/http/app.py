@@ -150,7 +150,8 @@ def create_app(
 
 
 def _add_guards(app: FastAPI, settings: Settings) -> None:
-    """Outermost last: the deadline covers everything; authentication comes before any body is
+    """Outermost last: the deadline covers everything; Stripe's webhooks are answered inside it
+    (``WebhookIngest``: the same checks, applied once); authentication comes before any body is
     read; the body limit stops reading at BODY_SIZE_MAX; form bodies become JSON inside it."""
     routers = (
         reads.public_router,
@@ -166,6 +167,7 @@ def _add_guards(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(FormBodies, routes=api_routes)
     app.add_middleware(errors.BodyLimit, max_bytes=BODY_SIZE_MAX)
     app.add_middleware(Authenticate, fastapi_app=app, routes=api_routes)
+    app.add_middleware(webhooks.WebhookIngest, fastapi_app=app, max_bytes=BODY_SIZE_MAX)
     app.add_middleware(RequestDeadline, budget_s=settings.http_request_timeout_s)
 
 

@@ -169,6 +169,11 @@ def deadline_response(budget_s: float | None = None) -> JSONResponse:
     )
 
 
+def body_too_large(max_bytes: int) -> JSONResponse:
+    """The answer to a declared Content-Length over the limit (or not a number)."""
+    return envelope(413, INVALID_REQUEST, "body_too_large", f"bodies are at most {max_bytes} bytes")
+
+
 class BodyLimit:
     """Refuses request bodies over ``max_bytes`` with a 413 envelope.
 
@@ -187,10 +192,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            response = envelope(
-                413, INVALID_REQUEST, "body_too_large", f"bodies are at most {self.max_bytes} bytes"
-            )
-            await response(scope, receive, send)
+            await body_too_large(self.max_bytes)(scope, receive, send)
             return
         seen = 0
 

@@ -85,3 +85,31 @@ def test_a_lone_failure_is_raised_to_its_caller() -> None:
     with pytest.raises(ValueError):
         writer.store({"id": "evt_bad", "bad": True}, b"{}")
     assert writer.store({"id": "evt_good"}, b"{}") is True
+
+
+def test_deliveries_from_an_event_loop_share_groups_and_learn_their_own_outcomes() -> None:
+    """``store_async``: coroutines queue on their loop, one writer thread stores a group at a
+    time; each learns its own outcome, the bad one alone fails, and fewer transactions than
+    deliveries are committed."""
+    import asyncio
+
+    view = FakeView()
+    writer = InboxWriter(view, fake_store_many, fake_store)  # type: ignore[arg-type]
+
+    async def deliver(n: int, bad: int) -> Any:
+        try:
+            return await writer.store_async({"id": f"evt_{n}", "bad": n == bad}, b"{}")
+        except ValueError as error:
+            return error
+
+    async def all_at_once(first: int, bad: int) -> list[Any]:
+        return await asyncio.gather(*(deliver(n, bad) for n in range(first, first + 20)))
+
+    outcomes = asyncio.run(all_at_once(0, bad=7))
+    assert isinstance(outcomes.pop(7), ValueError)
+    assert outcomes == [True] * 19
+    stored = [e for tx in view.committed if tx for e in tx]
+    assert sorted(stored) == sorted(f"evt_{n}" for n in range(20) if n != 7)
+    view.committed.clear()
+    assert asyncio.run(all_at_once(100, bad=-1)) == [True] * 20  # another loop, same writer
+    assert len(view.committed) < 20  # grouped: the first alone, the others queued behind it

@@ -77,3 +77,22 @@ def test_every_command_the_engine_runs_is_counted_with_its_outcome() -> None:
     for outcome in ("ok", "replayed", "refused"):
         counted = metrics.COMMANDS.labels("open_account", outcome)._value.get()
         assert counted == before[outcome] + 1, outcome
+
+
+def test_generated_request_ids_are_unique_and_not_repeated_by_a_forked_child() -> None:
+    import os
+    import re
+
+    ids = [logs.new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports its next id and exits at once
+        os.write(write, logs.new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert child[:24] != ids[0][:24] and child not in ids
