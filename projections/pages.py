@@ -59,13 +59,7 @@ class Inserts:
 
     def write(self, tx: Tx, dialect: str) -> None:
         rows, self.held = self.held, []
-        if not rows:
-            return
-        if dialect == "postgres":
-            tx.execute(self.set_sql, [list(column) for column in zip(*rows, strict=True)])
-        else:
-            for row in rows:
-                tx.execute(self.row_sql, row)
+        _send(tx, dialect, (self.set_sql, self.row_sql), rows)
 
 
 class Upserts:
@@ -110,16 +104,22 @@ class Upserts:
 
     def write(self, tx: Tx, dialect: str) -> None:
         rows, self.held = list(self.held.values()), {}
-        if not rows:
-            return
-        if dialect == "postgres":
-            tx.execute(self.set_sql, [list(column) for column in zip(*rows, strict=True)])
-        else:
-            for row in rows:
-                tx.execute(self.row_sql, row)
+        _send(tx, dialect, (self.set_sql, self.row_sql), rows)
 
 
 Sink = Inserts | Upserts
+
+
+def _send(tx: Tx, dialect: str, sql: tuple[str, str], rows: list[list[Any]]) -> None:
+    """A sink's held rows: one statement of column arrays on PostgreSQL, else row by row
+    (``sql``: the set statement, the row statement)."""
+    if not rows:
+        return
+    if dialect == "postgres":
+        tx.execute(sql[0], [list(column) for column in zip(*rows, strict=True)])
+    else:
+        for row in rows:
+            tx.execute(sql[1], row)
 
 
 class PageWriter:
