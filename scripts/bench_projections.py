@@ -46,7 +46,7 @@ from ledger.application import Ledger
 from ledger.splits import SplitPart
 from projections import queries
 from projections.projections import PROJECTIONS
-from projections.runner import PROJECTION_BATCH_SIZE, Projector
+from projections.runner import PROJECTION_BATCH_SIZE, REBUILD_PAGE_EVENTS, Projector
 
 HISTORY_START = datetime(2025, 1, 6, tzinfo=UTC)  # a Monday, UTC midnight: day 0 of the history
 HISTORY_SELLERS = 200
@@ -907,9 +907,10 @@ def report_reads_and_rebuilds(result: dict[str, Any]) -> None:
     print(
         f"  decoded read split: select_notifications {decoded['select_notifications_s']:.1f} s "
         f"({fmt(decoded['select_only_per_s'])} events/s alone), to_domain_event "
-        f"{decoded['to_domain_event_s']:.1f} s. Rebuilds apply pages of "
-        f"{result['projection_batch_size']} events per transaction; 'all 4' rates are log "
-        "events per second brought up to date in all four read models. load 1m: the machine's "
+        f"{decoded['to_domain_event_s']:.1f} s. One read model's rebuild applies "
+        f"{result['projection_batch_size']} events per transaction; 'all' writes pages of "
+        f"{REBUILD_PAGE_EVENTS} set-based, and its rate is log events per second brought up to "
+        "date in every read model. load 1m: the machine's "
         "1 minute load average when the measurement ended (nproc "
         f"{os.cpu_count()}); other work inflates the seconds."
     )
