@@ -95,7 +95,12 @@ def ensure_postgres_schema(url: str) -> None:
     parsed = urlparse(url)
     schema = parse_qs(parsed.query).get("schema", ["public"])[0]
     conninfo = url.split("?", 1)[0]
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+    # IF NOT EXISTS is not atomic: two processes migrating at once can both find the schema
+    # missing, and the second CREATE then fails on the catalog's unique key. It exists: fine.
+    with (
+        psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn,
+        suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema),
+    ):
         conn.execute(
             psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema))
         )
