@@ -262,7 +262,9 @@ class Reconciler:
             others = (known | listed) - {self.platform, platform_stripe or ""}
             chosen = [*sorted(others), self.platform]
         for account in chosen:
-            if account != self.platform and self.ledger.get_account(account) is None:
+            if account == self.platform:
+                self.folder.ensure_platform()  # never opened if every event was lost
+            elif self.ledger.get_account(account) is None:
                 self.folder.sync_account(account)
         return [(a, self._stripe_id(a)) for a in chosen]
 

@@ -228,6 +228,11 @@ class Folder:
             self._flags.append(result.ids["flagged"])
         return result
 
+    def ensure_platform(self) -> None:
+        """Opens the platform's account if the ledger has not yet: the first fold does, and
+        reconcile does when every event was lost (its breaks are booked on the account)."""
+        self._ensure_platform()
+
     def _ensure_platform(self) -> None:
         if self.ledger.get_account(self.platform) is None:
             self._run(

@@ -303,3 +303,18 @@ def test_breaks_are_served_to_finance_and_auditors_as_json_and_csv_and_by_the_cl
     assert agreed.exit_code == 0 and "stripe and ledger agree: yes" in agreed.output
     refused = runner.invoke(cli, ["reconcile", "status", "--show", "some"], env=env)
     assert refused.exit_code == 2 and "--show is open, resolved or all" in refused.output
+
+
+def test_reconcile_opens_the_platform_when_every_webhook_was_lost(player: Player) -> None:
+    """Found by the lost-webhooks property: with every event lost, the ledger had never opened
+    the platform's account, and reporting the platform's break failed (no such account). The
+    platform is Stripe's fact as much as its movements are: reconcile opens it and agrees."""
+    drop(player, 1.0)
+    player.apply(("separate_charge", {"label": "C0", "amount": 20_000, "card": "visa"}))
+    player.apply(("advance", {"seconds": 3 * DAY_S}))
+    assert player.ledger.get_account(player.settings.platform_account_id) is None
+    report = reconcile(player)
+    assert report.errors == []
+    assert player.ledger.get_account(player.settings.platform_account_id) is not None
+    assert problems(player) == {}
+    assert all(row.agrees and row.clearing == 0 for row in agreement_rows(player))
