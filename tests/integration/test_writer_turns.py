@@ -24,8 +24,11 @@ from datetime import UTC, datetime
 
 import pytest
 from eventsourcing.persistence import RecordConflictError, StoredEvent
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapters.bootstrap import bootstrap, init_database
+from adapters.persistence import _event_arrays
 from adapters.settings import Settings
 from ledger import commands as c
 from ledger.application import Ledger
@@ -121,6 +124,57 @@ def test_a_batch_is_stored_whole_in_order_or_not_at_all(two: tuple[Ledger, Ledge
     # The connections are idle again, not in a failed transaction: the next batch is stored.
     assert all(len(recorder.insert_events([stored(z, n)])) == 1 for n in (1, 2))
     assert [e.originator_version for e in recorder.select_events(z)] == [1, 2]
+
+
+# Topics as eventsourcing writes them (the literal path), and anything else (bound parameters):
+# quotes, braces, commas, backslashes, NULL, spaces, non-ASCII.
+topics = st.one_of(
+    st.from_regex(r"[a-z_.]{1,20}:[A-Za-z<>.]{1,20}", fullmatch=True),
+    st.sampled_from(["NULL", "null", "a'b", 'a"b', "a,b", "{a}", "a\\b", "a b", "ü:Ä", "%s"]),
+    st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=20),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(topics, st.binary(max_size=64)), min_size=1, max_size=8),
+    st.booleans(),
+)
+def test_any_topic_and_state_is_stored_as_given(
+    two: tuple[Ledger, Ledger], events: list[tuple[str, bytes]], check_head: bool
+) -> None:
+    """Whether the arrays go as literals (plain topics) or as parameters (anything else), the
+    rows read back are the events given, in order; with the store's head as the expected head
+    they are stored, with a head that is not the store's, none is."""
+    from ledger.engine import HeadCheck, StaleHeadError
+
+    recorder = two[0].recorder
+    x = uuid.uuid4()
+    batch = [StoredEvent(x, n, topic, state) for n, (topic, state) in enumerate(events, 1)]
+    literal = _event_arrays(batch) is not None
+    assert literal == all(
+        t.isascii()
+        and t.replace("_", "a")
+        .replace(".", "a")
+        .replace(":", "a")
+        .replace("<", "a")
+        .replace(">", "a")
+        .isalnum()
+        for t, _ in events
+    )
+    head = recorder.max_notification_id() or 0
+    if check_head:
+        with pytest.raises(StaleHeadError):
+            recorder.insert_events(batch, head_check=HeadCheck(expected=head + 1))
+        assert recorder.select_events(x) == []
+    check = HeadCheck(expected=head) if check_head else None
+    ids = recorder.insert_events(batch, head_check=check)
+    assert len(ids) == len(batch) and ids == sorted(ids) and ids[0] > head
+    assert [(e.originator_version, e.topic, e.state) for e in recorder.select_events(x)] == [
+        (n, topic, state) for n, (topic, state) in enumerate(events, 1)
+    ]
 
 
 def known_current(ledger: Ledger) -> None:
