@@ -604,26 +604,27 @@ class Engine(Application[UUID]):
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Snapshots at the configured intervals, as eventsourcing does, but from the saved
-        aggregate when it is at the snapshot's version: eventsourcing reads it back from the
-        store first (200 events of a hot balance, about 17 ms inside a batch). An aggregate
-        saved past that version (a batch gave it several events) is still read back."""
+        aggregate: eventsourcing reads it back from the store first (200 events of a hot
+        balance, about 13 ms inside a batch; 5% of payments in batches of 16). When a batch took
+        an aggregate past an interval's version (the platform's balance takes a batch's every
+        payment), the snapshot is of the aggregate as saved, a few versions later: a reader
+        starts from the newest snapshot at or before the version it wants, whichever that is."""
         intervals = self.snapshotting_intervals
         if not self.snapshots or not intervals:
             return
+        due: dict[UUID, int] = {}
         for event in processing_event.events:
             aggregate = processing_event.aggregates.get(event.originator_id)
             interval = intervals.get(type(aggregate)) if aggregate is not None else None
-            if interval is None or event.originator_version % interval:
-                continue
+            if interval is not None and not event.originator_version % interval:
+                due[event.originator_id] = event.originator_version
+        for originator_id, version in due.items():
+            aggregate = processing_event.aggregates[originator_id]
             snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
-            if (
-                aggregate is not None
-                and snapshot_class is not None
-                and (aggregate.version == event.originator_version)
-            ):
+            if snapshot_class is not None:
                 self.snapshots.put([snapshot_class.take(aggregate)])
             else:
-                self.take_snapshot(event.originator_id, event.originator_version)
+                self.take_snapshot(originator_id, version)
 
     def _probe(self, ids: Sequence[UUID]) -> tuple[set[UUID], dict[UUID, int], int | None]:
         if self.version_probe is None:

@@ -242,3 +242,64 @@ def test_snapshots_are_taken_and_a_reload_equals_the_live_aggregate(store_url: s
             reader.close()
     finally:
         app.close()
+
+
+def test_a_batch_past_an_interval_snapshots_the_aggregate_as_saved(store_url: str) -> None:
+    """Batches of six payments take the seller's balance past version 200 (and 400) inside
+    a batch: the snapshot is of the balance as saved, at the batch's version, not read back
+    from the store; a reader starting from it, and one replaying every event, agree with the
+    live aggregate, and a read at an earlier version does not use it."""
+    clock = Clock()
+    app = new_ledger(store_url, clock, create_tables=True)
+    try:
+        for account in (PLATFORM, "acct_a"):
+            kind = "platform" if account == PLATFORM else "connected"
+            app.execute(
+                c.OpenAccount(
+                    idempotency_key=f"open-{account}", effective_at=T0, account_id=account,
+                    kind=kind,
+                )
+            )  # fmt: skip
+        app.execute(
+            c.UpdateAccount(
+                idempotency_key="enable", effective_at=T0, account_id="acct_a",
+                charges_enabled=True, payouts_enabled=True,
+            )
+        )  # fmt: skip
+        balance_id = balance_aggregate_id("acct_a", "usd")
+        n = iter(range(10_000))
+        for _ in range(70):  # 420 payments, one Balance.Posted each, 6 per batch
+            results = app.execute_batch(
+                [
+                    c.RecordPayment(
+                        idempotency_key=f"p{next(n)}", effective_at=T0, charge_type="destination",
+                        currency="usd", amount_minor=1_000, stripe_fee_minor=59,
+                        application_fee_minor=100, account_id="acct_a",
+                    )
+                    for _ in range(6)
+                ]
+            )  # fmt: skip
+            assert all(r.ok for r in results)
+        live = app.repository.get(balance_id)
+        assert app.snapshots is not None
+        versions = [s.originator_version for s in app.snapshots.get(balance_id)]
+        assert versions == [205, 403]  # the balance: opened, then 6 postings per batch
+        reader = uncached_ledger(store_url, clock)
+        try:
+            assert aggregate_state(reader.repository.get(balance_id)) == aggregate_state(live)
+            assert aggregate_state(
+                project_aggregate(None, app.events.get(balance_id))
+            ) == aggregate_state(live)
+            for snapshot in app.snapshots.get(balance_id):
+                at = reader.repository.get(balance_id, version=snapshot.originator_version)
+                replayed = project_aggregate(
+                    None, app.events.get(balance_id, lte=snapshot.originator_version)
+                )
+                assert aggregate_state(at) == aggregate_state(replayed)
+                assert aggregate_state(snapshot.mutate(None)) == aggregate_state(replayed)
+            earlier = reader.repository.get(balance_id, version=SNAPSHOT_INTERVAL)
+            assert earlier.version == SNAPSHOT_INTERVAL
+        finally:
+            reader.close()
+    finally:
+        app.close()
