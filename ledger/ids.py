@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from hashlib import sha1
 from uuid import UUID, uuid5
 
 NAMESPACE = uuid5(UUID("6ba7b811-9dad-11d1-80b4-00c04fd430c8"), "https://sluice.dev/ids/v1")
@@ -26,12 +27,23 @@ _SLUICE_ID = re.compile(r"^sl_([a-z]{1,8})_([0-9a-f]{24})$")
 # accounts' and balances' over and over (uuid5 was 14% of a payment's time in a batch). Bounded:
 # about 3 MB at most, and recent keys (this batch's) are what repeats.
 IDS_CACHED_MAX = 16_384
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
+def _uuid5_bytes(name: str) -> bytes:
+    """``uuid5(NAMESPACE, name).bytes``, without building the UUID: a new payment derives nine
+    ids that no cache has seen, and ``uuid5``'s UUID object, made only for its hex, was half its
+    cost. The same SHA-1, version 5 in byte 6, the RFC 4122 variant in byte 8."""
+    digest = bytearray(sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return bytes(digest)
 
 
 @lru_cache(maxsize=IDS_CACHED_MAX)
 def object_id(prefix: str, *natural_key: str) -> str:
     """Sluice's prefixed id derived from a natural key, e.g. ``sl_py_3f2a…``."""
-    digest = uuid5(NAMESPACE, "|".join((prefix, *natural_key))).hex[:24]
+    digest = _uuid5_bytes("|".join((prefix, *natural_key)))[:12].hex()
     return f"{SLUICE_PREFIX}{prefix}_{digest}"
 
 
@@ -56,7 +68,7 @@ def balance_transaction_id(entry_id: str, account_id: str) -> str:
 
 @lru_cache(maxsize=IDS_CACHED_MAX)
 def aggregate_id(kind: str, *natural_key: str) -> UUID:
-    return uuid5(NAMESPACE, "|".join((kind, *natural_key)))
+    return UUID(bytes=_uuid5_bytes("|".join((kind, *natural_key))))
 
 
 def account_aggregate_id(account_id: str) -> UUID:
