@@ -122,6 +122,8 @@ class SandboxCore:
         self._request: RequestInfo | None = None
         self._last_tick = self.clock.now()
         self.idempotency: dict[tuple[str, str], dict[str, Any]] = {}
+        # Per account: (clock, balance transactions summed, their sums) for `balance_sums`.
+        self._sums: dict[str, tuple[int, int, dict[tuple[str, str, str], int]]] = {}
 
     # --- objects -----------------------------------------------------------------------------
 
@@ -240,12 +242,24 @@ class SandboxCore:
         return max(created, day_start(created) + delay_days * DAY_S)
 
     def balance_sums(self, account: str) -> dict[tuple[str, str, str], int]:
-        """Σ net per (currency, status, source type)."""
+        """Σ net per (currency, status, source type). Kept per account and extended by the
+        transactions booked since, while the clock stands still: summing them all on every
+        payout made a run of n payouts on one account O(n²) (a fifth of the sandbox's time
+        in the workers bench at 600). A booked transaction's amount, currency, source type and
+        `available_on` never change; a clock move (statuses change) sums them all again."""
         now = self.clock.now()
+        ids = self._lists.get((account, "balance_transaction"), [])
+        at, counted, kept = self._sums.get(account, (now, 0, {}))
         sums: dict[tuple[str, str, str], int] = defaultdict(int)
-        for bt in self.stored(account, "balance_transaction"):
+        if at == now and counted <= len(ids):
+            sums.update(kept)
+        else:
+            counted = 0
+        for bt_id in ids[counted:]:
+            bt = self.objects[bt_id]
             status = "available" if bt["available_on"] <= now else "pending"
             sums[(bt["currency"], status, bt["_source_type"])] += bt["net"]
+        self._sums[account] = (now, len(ids), dict(sums))
         return sums
 
     def available(self, account: str, currency: str, source_type: str | None = None) -> int:

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.pq import TransactionStatus
 
+from adapters import deadlines
 from adapters.stripe.folding import SLUICE_PAYOUT_METADATA_KEY
 from adapters.stripe.gateway import StripeClientGateway
 from ledger.ids import object_id
@@ -500,3 +502,44 @@ def test_every_account_balances_against_its_payouts_and_the_journal(world: World
         stripe = world.target.client.v1.balance.retrieve({}, {"stripe_account": account})
         available = sum(b.amount for b in stripe.available if b.currency == "usd")
         assert available == balance.available_minor, account
+
+
+LOCK_WAIT_S = 10.0  # a waiter gets a released lock in milliseconds; 10 s is a lost release
+
+
+def test_the_advisory_lock_excludes_other_sessions_and_is_released_either_way(
+    world: World,
+) -> None:
+    """Two contexts (two lock pools: two worker processes) on one key: the lock excludes the
+    other, a waiter gets it once released, and a failed block leaves the lock released and its
+    pooled connection idle, out of its transaction. The key is quoted, whatever it holds."""
+    settings, ledger, view = world.store.settings, world.store.ledger, world.store.view
+    first = Context(settings, ledger, view, world.gateway)
+    second = Context(settings, ledger, view, world.gateway)
+    key = f"sluice:test:{uuid.uuid4().hex}:it's; SELECT 1"
+    try:
+        with deadlines.within(30), first.advisory_lock(key) as held:
+            assert held is True
+            with second.advisory_lock(key, wait=False) as other:
+                assert other is False
+            got = threading.Event()
+
+            def wait_for_it() -> None:
+                with second.advisory_lock(key):
+                    got.set()
+
+            waiter = threading.Thread(target=wait_for_it, daemon=True)
+            waiter.start()
+            assert not got.wait(0.3)  # still held by the first
+        waiter.join(LOCK_WAIT_S)
+        assert got.is_set()
+        with pytest.raises(RuntimeError), first.advisory_lock(key):
+            raise RuntimeError("the step failed")
+        with second.advisory_lock(key, wait=False) as other:
+            assert other is True
+        with first._lock_connections().connection() as conn:
+            assert conn.info.transaction_status == TransactionStatus.IDLE  # ended, either way
+    finally:
+        for context in (first, second):
+            if context._lock_pool is not None:
+                context._lock_pool.close()
