@@ -16,6 +16,7 @@ from adapters.persistence import (
     guard_postgres,
     ledger_env,
     postgres_absence_probe,
+    postgres_page_reader,
     postgres_version_probe,
     take_turns,
 )
@@ -59,6 +60,7 @@ def bootstrap(
     ):
         ledger.absence_probe = postgres_absence_probe(ledger.recorder)
         ledger.version_probe = postgres_version_probe(ledger.recorder)
+        ledger.page_reader = postgres_page_reader(ledger.recorder)
         ledger.writer_lock = PostgresWriterLock(
             settings.database_url.split("?", 1)[0],
             ledger.recorder.datastore.schema,

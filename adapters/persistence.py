@@ -15,10 +15,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
+from eventsourcing.persistence import Notification
+
 from adapters import deadlines
 from adapters.settings import Settings, role_timeouts
 
 log = logging.getLogger("sluice.persistence")
+_BIGINT_MAX = 2**63 - 1  # a page read's stop when none is given: the head, whatever it is
 
 
 class DatabaseUrlError(ValueError):
@@ -157,6 +160,45 @@ def postgres_version_probe(
 
 
 WRITER_LOCK_NAME = "ledger-writer"
+
+
+def postgres_page_reader(recorder: Any) -> Callable[..., list[Notification]]:
+    """The read side's page of the log (``ledger.engine.PageReader``) in one statement: the
+    topics to skip are left out by the server, and rows come as tuples (psycopg's dict rows
+    were 12% of a rebuild's decoding thread)."""
+    from psycopg.rows import tuple_row
+    from psycopg.sql import SQL, Identifier
+
+    query = SQL(
+        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{}"
+        # ``+ 0``: the upper bound is a filter, not an index bound; as a bound it had the
+        # planner estimate the range, pick a bitmap scan of all of it and sort (50 ms a page
+        # of 2,000 against 2.5 ms walking the index in order until the page is full).
+        " WHERE notification_id > %s AND notification_id + 0 <= %s AND NOT (topic = ANY(%s))"
+        " ORDER BY notification_id LIMIT %s"
+    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+
+    def read(
+        start: int, limit: int, stop: int | None, skip_topics: Sequence[str]
+    ) -> list[Notification]:
+        last = _BIGINT_MAX if stop is None else stop
+        with (
+            recorder.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cursor,
+        ):
+            cursor.execute(query, (start, last, list(skip_topics), limit), prepare=True)
+            return [
+                Notification(
+                    id=row[0],
+                    originator_id=row[1],
+                    originator_version=row[2],
+                    topic=row[3],
+                    state=bytes(row[4]),
+                )
+                for row in cursor.fetchall()
+            ]
+
+    return read
 
 
 class PostgresWriterLock:

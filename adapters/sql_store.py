@@ -106,6 +106,27 @@ class PostgresReadModel(_ReadModelMixin, PostgresTrackingRecorder):
     def sql(self, statement: str) -> str:
         return _qualified(self.datastore.schema, statement)
 
+    def drop_index(self, tx: Tx, name: str) -> None:
+        """The read models' index ``name`` (in their schema: not on the search path)."""
+        tx.execute(f'DROP INDEX IF EXISTS "{self.datastore.schema}"."{name}"')
+
+    @contextmanager
+    def write_tracked(self, trackings: Sequence[Tracking]) -> Iterator[Tx]:
+        """As the base's, in psycopg's pipeline mode: a rebuild's page (a few dozen statements,
+        BEGIN and COMMIT) goes without waiting for each result; an error still fails the page
+        (at the next sync: a read, or the commit) and rolls it back. Why: each wait for a
+        result was also a wait for the GIL, which the thread decoding the next page holds for
+        up to the switch interval, so a page's writer spent most of its time waiting."""
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+            conn.cursor() as cursor,
+        ):
+            for tracking in trackings:
+                self._insert_tracking(cursor, tracking)
+            yield _Tx(cursor, self.sql)
+
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """One read statement's rows in one round trip: the pool's connections are in
         autocommit, and one statement reads one snapshot, so no BEGIN/ROLLBACK around it (a
@@ -133,6 +154,9 @@ class SQLiteReadModel(_ReadModelMixin, SQLiteTrackingRecorder):
 
     def reset_tracking(self, tx: Tx, application_name: str) -> None:
         tx.execute("DELETE FROM tracking WHERE application_name = %s", (application_name,))
+
+    def drop_index(self, tx: Tx, name: str) -> None:
+        tx.execute(f'DROP INDEX IF EXISTS "{name}"')
 
     def sql(self, statement: str) -> str:
         return statement.replace("%s", "?")

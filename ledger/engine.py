@@ -25,7 +25,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import RecordConflictError, Recording
+from eventsourcing.persistence import Notification, RecordConflictError, Recording
 
 from ledger import commands as c
 from ledger import facts
@@ -88,6 +88,10 @@ AbsenceProbe = Callable[[Sequence[UUID]], set[UUID]]
 # trip: absent ids, and cached aggregates that are current (no fast-forward read needed); and
 # the store's head (its newest notification id) as the same query saw it.
 VersionProbe = Callable[[Sequence[UUID]], tuple[dict[UUID, int], int]]
+# Reads the log for the read side: notifications after ``start`` up to ``stop`` (None: the
+# head), in order, at most ``limit``, leaving out those whose topic is in ``skip_topics`` (the
+# server does: a rebuild fetches and decodes only what its read models use).
+PageReader = Callable[[int, int, "int | None", Sequence[str]], Sequence[Notification]]
 # A lock shared by every process writing to the store, held around one batch (read and write).
 WriterLock = Callable[[], AbstractContextManager[object]]
 # Told of every command and fact once its batch ran: (name, result or None if the batch raised,
@@ -401,6 +405,7 @@ class Engine(Application[UUID]):
         self.clock = clock
         self.absence_probe = absence_probe or self._probe_one_by_one
         self.version_probe: VersionProbe | None = None  # set by stores that can (PostgreSQL)
+        self.page_reader: PageReader | None = None  # likewise; else recorder.select_notifications
         # The store takes a HeadCheck with a batch's events (PostgreSQL; see _run_batch).
         self.head_checks = False
         # The store's head up to which every cached aggregate is known current, or None: then

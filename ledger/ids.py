@@ -40,11 +40,13 @@ def _uuid5_bytes(name: str) -> bytes:
     return bytes(digest)
 
 
-@lru_cache(maxsize=IDS_CACHED_MAX)
-def object_id(prefix: str, *natural_key: str) -> str:
-    """Sluice's prefixed id derived from a natural key, e.g. ``sl_py_3f2a…``."""
+def _object_id(prefix: str, *natural_key: str) -> str:
     digest = _uuid5_bytes("|".join((prefix, *natural_key)))[:12].hex()
     return f"{SLUICE_PREFIX}{prefix}_{digest}"
+
+
+# Sluice's prefixed id derived from a natural key, e.g. ``sl_py_3f2a…``.
+object_id = lru_cache(maxsize=IDS_CACHED_MAX)(_object_id)
 
 
 def is_sluice_id(value: str) -> bool:
@@ -62,7 +64,7 @@ def balance_transaction_id(entry_id: str, account_id: str) -> str:
     """The one id of a movement: a journal entry as it lands on one account. The balance
     transactions read model, the auditor's replay, exports and proofs all name it so. An entry
     recorded before the brand keeps a bare ``txn_`` id, so a rebuild renames nothing."""
-    movement = object_id("txn", entry_id, account_id)
+    movement = _object_id("txn", entry_id, account_id)  # not cached: each is derived once
     return movement if is_sluice_id(entry_id) else unbranded(movement)
 
 

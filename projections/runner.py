@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.persistence import Tracking
+from eventsourcing.utils import resolve_topic
 
 from ledger.application import Ledger
 from projections.projections import PROJECTIONS, LedgerProjection, micros
@@ -133,6 +134,11 @@ class Projector:
         self.projections: dict[str, LedgerProjection] = {
             name: PROJECTIONS[name](view) for name in (names or PROJECTIONS)
         }
+        # Per set of read models (their ``handles``), per topic string: whether its class is
+        # handled by one of them.
+        self._handled_topics: dict[tuple[tuple[type, ...], ...], dict[str, bool]] = {}
+        # Per (read model, its handles), per event class: whether it handles it.
+        self._handled_classes: dict[tuple[str, tuple[type, ...]], dict[type, bool]] = {}
 
     def tracking_name(self, name: str) -> str:
         return f"{self.ledger.name}.{name}"
@@ -152,8 +158,7 @@ class Projector:
             )
             if not page:
                 break
-            events = [(n.id, self.ledger.mapper.to_domain_event(n)) for n in page]
-            self.apply(projection, events)
+            self.apply(projection, self.decode_page(page, name))
             position, applied = page[-1].id, applied + len(page)
         return applied
 
@@ -210,8 +215,15 @@ class Projector:
         tname = self.tracking_name(projection.name)
         projection.begin_page(tx, set_based)
         handles = projection.handles
+        # Per event class, whether the projection handles it: a dict lookup per event instead
+        # of an isinstance against a tuple of classes, for every projection (8 per event).
+        handled = self._handled_classes.setdefault((projection.name, handles), {})
         for notification_id, event in events:
-            if isinstance(event, handles):
+            cls = type(event)
+            wanted = handled.get(cls)
+            if wanted is None:
+                wanted = handled[cls] = issubclass(cls, handles)
+            if wanted:
                 projection.process_event(event, Tracking(tname, notification_id))
         projection.end_page(self.view.dialect)
 
@@ -247,6 +259,7 @@ class Projector:
         self, stop_event: threading.Event, poll_interval_s: float = POLL_INTERVAL_S
     ) -> None:
         """Follows the log until ``stop_event`` is set. Polls the head cheaply between batches."""
+        self.ensure_indexes()
         while not stop_event.is_set():
             if not any(self.run_once().values()):
                 stop_event.wait(poll_interval_s)
@@ -266,7 +279,8 @@ class Projector:
         """Rebuilds every projection of this projector in one pass over the log: each page is
         read and decoded once and applied to every projection in one transaction, with every
         tracking position (``apply_all``). A crash midway leaves them all at a committed page;
-        ``catch_up`` (or ``rebuild_all`` again) finishes. Returns the events read.
+        ``catch_up`` (or ``rebuild_all`` again) finishes. Returns the events read (on
+        PostgreSQL without those of topics no read model handles, which the server skips).
 
         On PostgreSQL a writer thread sends each page while the next is read, decoded and
         projected in memory: the server's work and ours overlap (two cores, not one after the
@@ -277,7 +291,19 @@ class Projector:
                 self.view.reset_tracking(tx, self.tracking_name(name))
                 tx.execute("DELETE FROM rm_projection_meta WHERE name = %s", (name,))
         limit = page_events or max(self.batch_size, REBUILD_PAGE_EVENTS)
-        return self.apply_pages(self._pages(limit, max_batches))
+        head = self.ledger.recorder.max_notification_id() or 0
+        read, last = 0, 0
+
+        def pages() -> Iterator[list[tuple[int, Any]]]:
+            nonlocal read, last
+            for page in self.notification_pages(limit, max_batches, stop=head):
+                read, last = read + len(page), page[-1].id
+                yield self.decode_page(page)
+
+        self.apply_pages(pages())
+        if last < head and not next(self.notification_pages(1, 1, stop=head, start=last), None):
+            self._advance(head)  # the rest up to head was left out by the server, not unread
+        return read
 
     def apply_pages(
         self,
@@ -298,6 +324,35 @@ class Projector:
                 if on_page is not None:
                     on_page(events[-1][0])
             return applied
+        self._drop_deferred_indexes()
+        try:
+            return self._apply_pages_overlapped(pages, on_page)
+        finally:  # also after a failure: the read models' queries need them
+            self.ensure_indexes()
+
+    def _deferred_indexes(self) -> list[tuple[str, str]]:
+        return [d for p in self.projections.values() for d in p.deferred_index_ddl()]
+
+    def _drop_deferred_indexes(self) -> None:
+        with self.view.write(None) as tx:
+            for name, _ in self._deferred_indexes():
+                self.view.drop_index(tx, name)
+
+    def ensure_indexes(self) -> None:
+        """Creates the indexes a rebuild defers, where missing (a rebuild that was killed
+        before its end leaves them dropped: the follower calls this as it starts)."""
+        if self.view.dialect != "postgres":
+            return
+        with self.view.write(None) as tx:
+            for _, create in self._deferred_indexes():
+                tx.execute(create)
+
+    def _apply_pages_overlapped(
+        self,
+        pages: Iterable[list[tuple[int, Any]]],
+        on_page: Callable[[int], None] | None,
+    ) -> int:
+        applied = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-writer") as writer:
             written: Future[None] | None = None
             last = 0
@@ -316,17 +371,72 @@ class Projector:
                     on_page(last)
         return applied
 
-    def _pages(self, limit: int, max_batches: int) -> Iterator[list[tuple[int, Any]]]:
-        """The log from the start, a decoded page at a time."""
-        position = 0
+    def notification_pages(
+        self, limit: int, max_batches: int, stop: int | None = None, *, start: int = 0
+    ) -> Iterator[Sequence[Any]]:
+        """The log from the start up to ``stop``, a page of notifications at a time. With the
+        store's page reader (PostgreSQL) the topics already found to be of no use to any of
+        this projector's read models are left out by the server: no row to fetch, nothing to
+        decode. A topic never seen is always read (then judged by ``decode_page``), so an
+        event class first appearing mid-pass is never missed. ``start``: after that position."""
+        position = start
+        reader = self.ledger.page_reader
+        handled, _ = self._handled(None)
         for _ in range(max_batches):
-            page = self.ledger.recorder.select_notifications(
-                start=position, limit=limit, inclusive_of_start=False
-            )
+            if reader is None:
+                page = self.ledger.recorder.select_notifications(
+                    start=position, limit=limit, stop=stop, inclusive_of_start=False
+                )
+            else:
+                page = reader(position, limit, stop, [t for t, h in handled.items() if not h])
             if not page:
                 return
-            yield [(n.id, self.ledger.mapper.to_domain_event(n)) for n in page]
+            yield page
             position = page[-1].id
+
+    def _advance(self, head: int) -> None:
+        """Every read model's position to ``head`` and its lag metadata to the event there,
+        after a pass whose last pages held only events none of them handles (left out by the
+        server, so the last page read ended before ``head``)."""
+        found = self.ledger.recorder.select_notifications(start=head, limit=1)
+        if not found or found[0].id != head:
+            return  # no such event: nothing to vouch for beyond the last page
+        events = [(head, self.ledger.mapper.to_domain_event(found[0]))]
+        trackings = [Tracking(self.tracking_name(name), head) for name in self.projections]
+        with self.view.write_tracked(trackings) as tx:
+            self._write_meta(tx, list(self.projections), events)
+
+    def _handled(self, name: str | None) -> tuple[dict[str, bool], list[LedgerProjection]]:
+        """The topic cache of ``name``'s read model (None: all of this projector's), and them.
+        Keyed by their ``handles``, so that a projection handed other classes is judged anew."""
+        chosen = list(self.projections.values()) if name is None else [self.projections[name]]
+        key = tuple(p.handles for p in chosen)
+        return self._handled_topics.setdefault(key, {}), chosen
+
+    def decode_page(
+        self, notifications: Sequence[Any], name: str | None = None
+    ) -> list[tuple[int, Any]]:
+        """A page of notifications decoded for this projector's read models (``name``: for
+        that one alone): the events of a class none of them handles are left out (on a payments
+        log more than half of it: the balances' postings, idempotency records) except the
+        page's last, kept decoded so that ``events[-1]`` is still the page's position and the
+        time its lag is measured from.
+
+        Whether a topic is handled is asked of ``resolve_topic`` per topic string as it first
+        comes, so a renamed or registered topic is judged by the class it decodes to, never
+        skipped by a list that could be out of date."""
+        handled, chosen = self._handled(name)
+        decode = self.ledger.mapper.to_domain_event
+        last = len(notifications) - 1
+        events = []
+        for i, n in enumerate(notifications):
+            wanted = handled.get(n.topic)
+            if wanted is None:
+                cls = resolve_topic(n.topic)
+                wanted = handled[n.topic] = any(issubclass(cls, p.handles) for p in chosen)
+            if wanted or i == last:
+                events.append((n.id, decode(n)))
+        return events
 
     def wait_for(self, name: str, position: int, timeout_s: float) -> bool:
         """Read-your-writes: waits (bounded) until the projection reached ``position``."""
