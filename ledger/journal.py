@@ -200,8 +200,10 @@ def row_book_deltas(rows: Iterable[Sequence[object]]) -> dict[tuple[str, str], d
     for row in rows:
         owner, book, amount, currency = row
         if (
-            not (type(owner) is str and type(book) is str and type(currency) is str)
-            or type(amount) is not int
+            type(amount) is not int
+            or type(owner) is not str
+            or type(book) is not str
+            or type(currency) is not str
         ):
             posting = Posting.from_row(row)  # raises for a malformed row; else str subclasses
             owner, book, amount, currency = (
@@ -210,8 +212,11 @@ def row_book_deltas(rows: Iterable[Sequence[object]]) -> dict[tuple[str, str], d
                 posting.amount_minor,
                 posting.currency,
             )
-        books = deltas.setdefault((owner, currency), {})
-        books[book] = books.get(book, 0) + amount
+        books = deltas.get((owner, currency))
+        if books is None:
+            deltas[owner, currency] = {book: amount}
+        else:
+            books[book] = books.get(book, 0) + amount
     return deltas
 
 
