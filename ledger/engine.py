@@ -803,8 +803,8 @@ class Engine(Application[UUID]):
 
 
 def _read_ids(cmd: c.Message, platform_account_id: str) -> list[UUID]:
-    """Accounts and balances a command will likely read: probed with the batch, a cached one
-    found current needs no read of its own."""
+    """Accounts, balances and payouts a command will likely read: probed with the batch, a
+    cached one found current needs no read of its own."""
     accounts = [platform_account_id]
     for name in ("account_id", "destination_account_id", "on_behalf_of"):
         value = getattr(cmd, name, None)
@@ -815,6 +815,11 @@ def _read_ids(cmd: c.Message, platform_account_id: str) -> list[UUID]:
     if isinstance(currency, str):
         with suppress(Exception):  # a malformed currency is refused when the command runs
             ids += [balance_aggregate_id(a, currency) for a in accounts]
+    # The payout a command moves: the worker loaded it (and so cached it) just before it
+    # submits, so a probed head equal to the cached version spares the command a second read.
+    payout_id = getattr(cmd, "payout_id", None)
+    if isinstance(payout_id, str) and not isinstance(cmd, c.RequestPayout):
+        ids.append(payout_aggregate_id(payout_id))
     return ids
 
 
