@@ -7,9 +7,11 @@ inserts burn sequence values); nothing here assumes they are contiguous.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +30,38 @@ PROJECTION_BATCH_SIZE = 500  # events per transaction
 REBUILD_PAGE_EVENTS = 2_000
 CATCH_UP_BATCHES_MAX = 1_000_000  # a bound on one catch-up loop (500M events)
 POLL_INTERVAL_S = 0.25
+
+
+class _GcPause:
+    """Python's cyclic garbage collector off for a pass over the log (on again after it, also
+    after a failure). A pass allocates millions of short-lived objects, freed by reference
+    counting (decoded events hold no cycles), and each allocation burst set off collections that
+    walked every tracked object: a third of the pass's projecting (measured on 100k events:
+    prep 3.0 -> 2.0 s, the pass 5.4-5.9 -> 4.4-4.7 s). Counted, so overlapping passes in one
+    process turn it back on only when the last ends, and only if it was on."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pauses = 0
+        self.was_enabled = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self.lock:
+            if self.pauses == 0:
+                self.was_enabled = gc.isenabled()
+                gc.disable()
+            self.pauses += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.pauses -= 1
+                if self.pauses == 0 and self.was_enabled:
+                    gc.enable()
+
+
+_cyclic_gc_paused = _GcPause()
 
 
 _BUFFERED = ("INSERT", "UPDATE", "DELETE")
@@ -316,19 +350,20 @@ class Projector:
         On PostgreSQL a writer thread sends each page while the next is read, decoded and
         projected in memory: the server's work and ours overlap (two cores, not one after the
         other). Pages still commit one by one, in order; a failed write stops the pass."""
-        applied = 0
-        if self.view.dialect != "postgres":  # in-process: nothing to overlap with
-            for events in pages:
-                self.apply_all(events)
-                applied += len(events)
-                if on_page is not None:
-                    on_page(events[-1][0])
-            return applied
-        self._drop_deferred_indexes()
-        try:
-            return self._apply_pages_overlapped(pages, on_page)
-        finally:  # also after a failure: the read models' queries need them
-            self.ensure_indexes()
+        with _cyclic_gc_paused():
+            applied = 0
+            if self.view.dialect != "postgres":  # in-process: nothing to overlap with
+                for events in pages:
+                    self.apply_all(events)
+                    applied += len(events)
+                    if on_page is not None:
+                        on_page(events[-1][0])
+                return applied
+            self._drop_deferred_indexes()
+            try:
+                return self._apply_pages_overlapped(pages, on_page)
+            finally:  # also after a failure: the read models' queries need them
+                self.ensure_indexes()
 
     def _deferred_indexes(self) -> list[tuple[str, str]]:
         return [d for p in self.projections.values() for d in p.deferred_index_ddl()]

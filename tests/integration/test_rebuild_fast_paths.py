@@ -170,3 +170,39 @@ def test_any_column_value_is_stored_as_given(
         sink.write(Tx(), "postgres")  # type: ignore[arg-type]
         got = conn.execute(f'SELECT a, b, k FROM "{schema}".rm_t ORDER BY n').fetchall()
     assert got == [tuple(r) for r in rows]
+
+
+def test_the_cyclic_gc_is_off_for_a_pass_and_as_it_was_after(pg: Settings) -> None:
+    import gc
+
+    clock = Clock()
+    ledger, projector = open_store(pg, clock)
+    setup_accounts(ledger)
+    random_history(ledger, clock, random.Random(7), 10)
+    during: list[bool] = []
+    write_page = projector._write_page
+
+    def watching(page: Any) -> None:
+        during.append(gc.isenabled())
+        write_page(page)
+
+    projector._write_page = watching  # type: ignore[method-assign]
+    assert gc.isenabled()
+    projector.rebuild_all(page_events=5)
+    assert during and not any(during)
+    assert gc.isenabled()
+
+    def failing(page: Any) -> None:
+        raise RuntimeError("the page's write failed")
+
+    projector._write_page = failing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        projector.rebuild_all(page_events=5)
+    assert gc.isenabled()
+    gc.disable()  # a process that runs without it keeps it off
+    try:
+        projector._write_page = watching  # type: ignore[method-assign]
+        projector.rebuild_all(page_events=5)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
