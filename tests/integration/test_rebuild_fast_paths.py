@@ -25,13 +25,13 @@ from hypothesis import strategies as st
 from adapters.settings import Settings
 from projections.pages import BIGINT, TEXT, Inserts
 from projections.projections import PROJECTIONS
-from projections.runner import Projector
 from tests.integration.test_projections import (
     Clock,
     open_store,
     random_history,
     setup_accounts,
 )
+from tests.integration.test_rebuild_all import _tables
 
 pytestmark = pytest.mark.postgres
 
@@ -53,17 +53,6 @@ def _indexes(store: Settings) -> set[str]:
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)
         ).fetchall()
     return {r[0] for r in rows}
-
-
-def _tables(projector: Projector) -> dict[str, list[Any]]:
-    out = {}
-    with projector.view.read() as tx:
-        for table in sorted({t for p in PROJECTIONS.values() for t in p.tables}):
-            tx.execute(f"SELECT * FROM {table}")
-            out[table] = sorted(tx.all(), key=repr)
-        tx.execute("SELECT name, position, event_recorded FROM rm_projection_meta")
-        out["rm_projection_meta"] = sorted(tx.all(), key=repr)
-    return out
 
 
 def test_deferred_indexes_are_dropped_for_the_pass_and_back_after_it(pg: Settings) -> None:
