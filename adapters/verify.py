@@ -278,18 +278,13 @@ def rebuild_all(
     def full_pages() -> Iterator[list[tuple[int, Any]]]:
         """The pages every projection needs whole; the rest (the newest, past the position of
         a read model that lags) go to ``tail``: once one page is partial, all later ones are."""
-        position = 0
-        for _ in range(CATCH_UP_BATCHES_MAX):  # bounded; each turn reads ≥ 1 event or stops
-            page = ledger.recorder.select_notifications(
-                start=position, limit=REBUILD_PAGE_EVENTS, stop=stop, inclusive_of_start=False
-            )
-            if not page:
-                return
+        # Bounded (CATCH_UP_BATCHES_MAX pages); on PostgreSQL without the topics no read
+        # model handles, as a rebuild reads them.
+        for page in rebuilt.notification_pages(REBUILD_PAGE_EVENTS, CATCH_UP_BATCHES_MAX, stop):
             if not tail and all(positions[name] >= page[-1].id for name in rebuilt.projections):
                 yield rebuilt.decode_page(page)  # the usual page: every read model, one commit
             else:  # each read model takes its own part: all of it decoded
                 tail.append([(n.id, ledger.mapper.to_domain_event(n)) for n in page])
-            position = page[-1].id
 
     rebuilt.apply_pages(full_pages(), on_progress)
     for events in tail:
