@@ -203,9 +203,15 @@ def _rows_that_differ(
             rows = conn.execute(
                 f"({first} EXCEPT ALL {second}) LIMIT %s", [DIFFERENCES_KEPT_MAX]
             ).fetchall()
-            keyed = sorted(((_key_of(r, keys), dict(r)) for r in rows), key=lambda kr: kr[0])
-            sides.append(iter(keyed))
+            sides.append(_in_key_order([dict(r) for r in rows], keys))
     return sides[0], sides[1]
+
+
+def _in_key_order(
+    rows: list[dict[str, Any]], keys: Sequence[str]
+) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """(key, row) in key order, for ``_merged``."""
+    return iter(sorted(((_key_of(r, keys), r) for r in rows), key=lambda kr: kr[0]))
 
 
 def _keyed_rows_that_differ(
@@ -227,18 +233,13 @@ def _keyed_rows_that_differ(
         f" WHERE l.{keys[0]} IS NULL OR r.{keys[0]} IS NULL"
         f" OR ROW({row_l}) IS DISTINCT FROM ROW({row_r}) LIMIT %s"
     )
-    lives, rebuilts = [], []
     with datastore.get_connection() as conn:
-        for row in conn.execute(query, [DIFFERENCES_KEPT_MAX]).fetchall():
-            if not row["l_absent"]:
-                one = {c: row[f"l.{c}"] for c in columns}
-                lives.append((_key_of(one, keys), one))
-            if not row["r_absent"]:
-                other = {c: row[f"r.{c}"] for c in columns}
-                rebuilts.append((_key_of(other, keys), other))
-    lives.sort(key=lambda kr: kr[0])
-    rebuilts.sort(key=lambda kr: kr[0])
-    return iter(lives), iter(rebuilts)
+        rows = conn.execute(query, [DIFFERENCES_KEPT_MAX]).fetchall()
+    sides = [
+        [{c: row[f"{side}.{c}"] for c in columns} for row in rows if not row[f"{side}_absent"]]
+        for side in "lr"
+    ]
+    return _in_key_order(sides[0], keys), _in_key_order(sides[1], keys)
 
 
 def _merged(

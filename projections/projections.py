@@ -46,7 +46,6 @@ class LedgerProjection(PageWriter, Projection[Any]):
 
     name: str = ""
     tables: ClassVar[tuple[str, ...]] = ()
-    ddl: ClassVar[tuple[str, ...]] = ()
     tx: Tx
 
     def __init__(self, view: ReadModel) -> None:
