@@ -110,6 +110,15 @@ class PostgresReadModel(_ReadModelMixin, PostgresTrackingRecorder):
         """The read models' index ``name`` (in their schema: not on the search path)."""
         tx.execute(f'DROP INDEX IF EXISTS "{self.datastore.schema}"."{name}"')
 
+    def index_exists(self, tx: Tx, name: str) -> bool:
+        """From the catalog, without a lock on the table (``CREATE INDEX IF NOT EXISTS`` takes
+        a SHARE lock before it finds the index there, waiting for every writer)."""
+        tx.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AS found", (f'"{self.datastore.schema}"."{name}"',)
+        )
+        row = tx.one()
+        return bool(row and row["found"])
+
     @contextmanager
     def write_tracked(self, trackings: Sequence[Tracking]) -> Iterator[Tx]:
         """As the base's, in psycopg's pipeline mode: a rebuild's page (a few dozen statements,
@@ -157,6 +166,14 @@ class SQLiteReadModel(_ReadModelMixin, SQLiteTrackingRecorder):
 
     def drop_index(self, tx: Tx, name: str) -> None:
         tx.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+    def index_exists(self, tx: Tx, name: str) -> bool:
+        tx.execute(
+            "SELECT count(*) AS found FROM sqlite_master WHERE type = 'index' AND name = %s",
+            (name,),
+        )
+        row = tx.one()
+        return bool(row and row["found"])
 
     def sql(self, statement: str) -> str:
         return statement.replace("%s", "?")

@@ -375,12 +375,15 @@ class Projector:
 
     def ensure_indexes(self) -> None:
         """Creates the indexes a rebuild defers, where missing (a rebuild that was killed
-        before its end leaves them dropped: the follower calls this as it starts)."""
+        before its end leaves them dropped: the follower calls this as it starts). Looked up in
+        the catalog first: ``CREATE INDEX IF NOT EXISTS`` locks the table (SHARE) before it
+        finds the index there, so a follower starting beside a busy writer would wait on it."""
         if self.view.dialect != "postgres":
             return
         with self.view.write(None) as tx:
-            for _, create in self._deferred_indexes():
-                tx.execute(create)
+            for name, create in self._deferred_indexes():
+                if not self.view.index_exists(tx, name):
+                    tx.execute(create)
 
     def _apply_pages_overlapped(
         self,

@@ -36,6 +36,7 @@ from tests.integration.test_rebuild_all import _tables
 pytestmark = pytest.mark.postgres
 
 DEFERRED = {name for p in PROJECTIONS.values() for name in p.deferred_indexes}
+LOCK_WAIT_MAX_S = 5.0  # a catalog lookup takes milliseconds; a lock wait lasts until rollback
 
 
 @pytest.fixture
@@ -89,6 +90,30 @@ def test_deferred_indexes_are_dropped_for_the_pass_and_back_after_it(pg: Setting
     stop = threading.Event()
     stop.set()
     projector.run_forever(stop)
+    assert _indexes(pg) >= DEFERRED
+
+
+def test_indexes_already_there_are_not_created_again_under_a_table_lock(pg: Settings) -> None:
+    """A follower starting beside a writer mid-transaction: with the indexes in place it must
+    not queue behind the writer (``CREATE INDEX IF NOT EXISTS`` would take a SHARE lock first,
+    and wait for the writer's ROW EXCLUSIVE), nor make every later writer queue behind it."""
+    clock = Clock()
+    ledger, projector = open_store(pg, clock)
+    setup_accounts(ledger)
+    assert _indexes(pg) >= DEFERRED
+    base, schema = pg.database_url.split("?schema=")
+    with psycopg.connect(base) as writer:  # a transaction holding ROW EXCLUSIVE, left open
+        writer.execute(f'DELETE FROM "{schema}".rm_balance_transactions WHERE false')
+        follower = threading.Thread(target=projector.ensure_indexes, daemon=True)
+        follower.start()
+        follower.join(LOCK_WAIT_MAX_S)
+        waited = follower.is_alive()
+        writer.rollback()  # lets a waiting follower through, so the test ends either way
+        follower.join(LOCK_WAIT_MAX_S)
+    assert not waited, "the follower's start waited on the writer's lock"
+    # Missing ones are still made (no writer in the way here).
+    projector._drop_deferred_indexes()
+    projector.ensure_indexes()
     assert _indexes(pg) >= DEFERRED
 
 
