@@ -53,8 +53,10 @@ class Balance(Aggregate):
             if self.discretionary:
                 invariant(
                     balance.available_minor >= AVAILABLE_FLOOR_MINOR,
-                    f"discretionary debit took {balance.account_id} {balance.currency} "
-                    f"available below its floor: {balance.available_minor}",
+                    "discretionary debit took %s %s available below its floor: %d",
+                    balance.account_id,
+                    balance.currency,
+                    balance.available_minor,
                 )
 
     class Released(JournalEvent):
@@ -228,7 +230,9 @@ class Balance(Aggregate):
     def _check(self) -> None:
         invariant(
             sum(_amount(lot) for lot in self.lots) == self.pending_minor,
-            f"pending lots of {self.account_id} {self.currency} do not add up to pending",
+            "pending lots of %s %s do not add up to pending",
+            self.account_id,
+            self.currency,
         )
         invariant(self.reserved_minor >= 0, "reserved funds cannot be negative")
 

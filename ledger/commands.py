@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
 from ledger.errors import InvalidParameterError
 from ledger.limits import TEXT_LEN_MAX
 from ledger.splits import SplitPart
+
+_FIELDS: dict[type, tuple[Field[Any], ...]] = {}  # per message class: the code's own, a bounded set
+
+
+def _fields(cls: type) -> tuple[Field[Any], ...]:
+    """``dataclasses.fields`` of a message class, once (it filters the class's fields anew on
+    every call, and every command asks twice: its text check and its fingerprint)."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = fields(cls)
+    return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +37,7 @@ class Message:
     def check_text(self) -> None:
         """Every string parameter is printable text: control characters (NUL above all) would
         be stored in events forever and break read models and exports downstream."""
-        for f in fields(self):
+        for f in _fields(type(self)):
             value = getattr(self, f.name)
             if f.type in ("str", "str | None") and not (
                 isinstance(value, str) or (value is None and f.type == "str | None")
@@ -47,7 +58,7 @@ class Message:
         client retrying the same request later must get the first result back."""
         params = {
             f.name: getattr(self, f.name)
-            for f in fields(self)
+            for f in _fields(type(self))
             if f.name not in ("idempotency_key", "effective_at")
         }
         text = json.dumps({"command": self.name, "params": params}, sort_keys=True, default=_enc)

@@ -231,7 +231,7 @@ class Scope:
             self._seen_events[aggregate_id] = len(found.pending_events)
             if isinstance(found, Balance):
                 self._available_before[aggregate_id] = found.available_minor
-        invariant(isinstance(found, cls), f"{aggregate_id} is not a {cls.__name__}")
+        invariant(isinstance(found, cls), "%s is not a %s", aggregate_id, cls.__name__)
         return cast(A, found)
 
     def add(self, aggregate: Aggregate, *, param: str | None = None) -> None:

@@ -130,16 +130,18 @@ def sums_by_currency(postings: Iterable[Posting]) -> dict[str, int]:
 
 def check_balanced(postings: Sequence[Posting]) -> None:
     """Every entry sums to zero per currency; a violation is a programming error."""
-    invariant(0 < len(postings) <= POSTINGS_PER_ENTRY_MAX, f"entry has {len(postings)} postings")
+    invariant(0 < len(postings) <= POSTINGS_PER_ENTRY_MAX, "entry has %d postings", len(postings))
     for p in postings:
-        invariant(p.book in BOOKS, f"unknown book {p.book!r}")
+        invariant(p.book in BOOKS, "unknown book %r", p.book)
         invariant(
             (p.owner == WORLD) == (p.book in WORLD_BOOKS),
-            f"book {p.book!r} cannot belong to {p.owner!r}",
+            "book %r cannot belong to %r",
+            p.book,
+            p.owner,
         )
         check_currency(p.currency)
     unbalanced = {c: s for c, s in sums_by_currency(postings).items() if s != 0}
-    invariant(not unbalanced, f"journal entry does not sum to zero: {unbalanced}")
+    invariant(not unbalanced, "journal entry does not sum to zero: %s", unbalanced)
 
 
 def entry(
@@ -149,7 +151,7 @@ def entry(
     available_on: datetime | None = None,
 ) -> Entry:
     """Builds a balanced entry, dropping zero lines (a 0.00 fee moves nothing)."""
-    invariant(kind in KINDS, f"unknown entry kind {kind!r}")
+    invariant(kind in KINDS, "unknown entry kind %r", kind)
     postings = tuple(Posting(o, b, a, c) for o, b, a, c in lines if a != 0)
     check_balanced(postings)
     if any(p.book == PENDING for p in postings):

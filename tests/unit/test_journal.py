@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.errors import InvariantViolation, UnknownCurrencyError
+from ledger.errors import InvariantViolation, UnknownCurrencyError, invariant
 from ledger.ids import WORLD
 from ledger.journal import (
     AVAILABLE,
@@ -60,6 +60,22 @@ def test_entry_refuses_an_unbalanced_entry() -> None:
             "charge",
             [(WORLD, CUSTOMER_FUNDS, -1000, "usd"), ("acct_a", PENDING, 999, "usd")],
             T0,
+        )
+
+
+def test_a_broken_invariant_names_what_broke_it() -> None:
+    """Messages are formatted only when the rule is broken, and then in full; a message with
+    no arguments is taken as written (a % in it is text, not a placeholder)."""
+    invariant(True, "never formatted %d", "not a number")  # holds: nothing is formatted
+    with pytest.raises(InvariantViolation, match=r"^unknown book 'nope' of 'acct_a'$"):
+        invariant(False, "unknown book %r of %r", "nope", "acct_a")
+    with pytest.raises(InvariantViolation, match=r"^100% sure$"):
+        invariant(False, "100% sure")
+    with pytest.raises(InvariantViolation, match=r"unknown book 'nope'"):
+        entry("txn_1", "charge", [("acct_a", "nope", -5, "usd"), ("acct_b", AVAILABLE, 5, "usd")])
+    with pytest.raises(InvariantViolation, match=r"does not sum to zero: \{'usd': 1\}"):
+        check_balanced(
+            [Posting("acct_a", AVAILABLE, -4, "usd"), Posting("acct_b", PENDING, 5, "usd")]
         )
 
 
