@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,24 @@ from ledger.records import CommandRecord
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PLATFORM = "acct_platform"
+# The kernel may give the port it just gave back to the next bind: a few more tries find
+# another (the ephemeral range holds thousands); more than this means ports are running out.
+FREE_PORT_TRIES_MAX = 100
+_ports_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A port nothing listens on as this returns (bound, then released), and never one handed
+    out before in this test run: two servers started in one test (a cluster and its second
+    port, two metrics endpoints) once drew the same port and one failed to bind."""
+    for _ in range(FREE_PORT_TRIES_MAX):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
+    raise RuntimeError(f"no new free port in {FREE_PORT_TRIES_MAX} tries")
 
 
 def new_ledger(

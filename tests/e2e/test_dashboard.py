@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import pytest
 
 from tests.conftest import require_service
 from tests.integration.http_support import Client
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -68,12 +68,6 @@ def _key(role: str, url: str, cwd: Path) -> str:
     return found.group(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Demo:
     base: str
@@ -90,7 +84,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     url = f"sqlite:///{work / 'demo.db'}"
     _cli("demo", "--seed", "3", url=url, cwd=work)
     keys = {"finance": _key("finance", url, work)}
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"SLUICE_DATABASE_URL": url}
     server = subprocess.Popen(
         [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)],

@@ -32,16 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60  # a cluster or a serve process that is not up by then is broken
 RABBIT_START_TIMEOUT_S = 90  # a RabbitMQ node boots in ~12 s here; 90 s is a broken boot
 STOP_TIMEOUT_S = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

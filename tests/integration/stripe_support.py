@@ -8,7 +8,6 @@ import hmac
 import http.client
 import json
 import os
-import socket
 import time
 import urllib.request
 import uuid
@@ -157,13 +156,6 @@ class Target:
             return False
         self.sandbox.advance(seconds)
         return True
-
-
-def free_port() -> int:
-    """A port nothing listens on once this returns (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sandbox_gateway(sb: Sandbox, **kwargs: Any) -> StripeClientGateway:

@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_service
-from tests.integration.stripe_support import BANK_OK, bank, free_port
+from tests.integration.stripe_support import BANK_OK, bank
+from tests.support import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -26,8 +26,7 @@ from adapters.bootstrap import init_database, read_model
 from adapters.http.app import create_app
 from adapters.settings import Settings
 from tests.integration.http_support import running
-from tests.integration.stripe_support import free_port
-from tests.support import drop_postgres_schema
+from tests.support import drop_postgres_schema, free_port
 
 pytestmark = pytest.mark.postgres
 

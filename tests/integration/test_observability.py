@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stripe_support import free_port
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START_WAIT_S = 30.0  # imports and the store, on a shared machine

@@ -4,7 +4,6 @@ driven with the real stripe SDK over HTTP; bad settings stop it with one line an
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import stripe
 from typer.testing import CliRunner
 
 from adapters.cli import app
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # A fresh interpreter imports the sandbox (uvicorn, starlette) in a second or two; on a shared
@@ -40,12 +40,6 @@ duplicate = 0.5
 reorder = true
 seed = 4
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sluice(*args: str) -> list[str]:

@@ -63,7 +63,6 @@ from tests.integration.stripe_support import (
     Store,
     Target,
     fold_all,
-    free_port,
     fresh_settings,
     fresh_store,
     inbox_rows,
@@ -84,6 +83,7 @@ from tests.integration.stripe_support import (
     stripe_balance,
     stripe_error,
 )
+from tests.support import free_port
 
 HOUR_S = 3_600
 LIVE_SKIP = (
