@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -17,6 +22,7 @@ from ledger.application import Ledger
 from ledger.ids import command_record_id
 from ledger.records import CommandRecord
 
+ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PLATFORM = "acct_platform"
 # The kernel may give the port it just gave back to the next bind: a few more tries find
@@ -37,6 +43,34 @@ def free_port() -> int:
             _ports_handed_out.add(port)
             return port
     raise RuntimeError(f"no new free port in {FREE_PORT_TRIES_MAX} tries")
+
+
+class SluiceProcess:
+    """A long-running ``sluice`` command in its own session, its output in ``log``; ``stop``
+    ends the session (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``)."""
+
+    STOP_TIMEOUT_S = 30.0  # SIGTERM to exit: the relay wakes from LISTEN within 5 s
+
+    def __init__(self, log: Path, env: Mapping[str, str], *args: str) -> None:
+        self.log = log
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "adapters.cli", *args],
+                cwd=ROOT,
+                env=dict(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(self.STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(self.STOP_TIMEOUT_S)
 
 
 def new_ledger(

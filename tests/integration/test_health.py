@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,14 +25,13 @@ from adapters.bootstrap import init_database, read_model
 from adapters.http.app import create_app
 from adapters.settings import Settings
 from tests.integration.http_support import running
-from tests.support import drop_postgres_schema, free_port
+from tests.support import SluiceProcess, drop_postgres_schema, free_port
 
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_WAIT_S = 60.0  # a process imports, connects, takes its lock: seconds on a busy CI box
 TAKEOVER_WAIT_S = 30.0  # a standby retries its lock every second (adapters.locks.RETRY_S)
-STOP_TIMEOUT_S = 30.0
 POLL_S = 0.2
 PROBE_TIMEOUT_S = 10.0
 
@@ -81,29 +79,7 @@ def store(postgres_url: str) -> Iterator[Settings]:
         drop_postgres_schema(postgres_url, name)
 
 
-class Process:
-    """A `sluice` command in its own session, stopped (bounded) at the end."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str], *args: str) -> None:
-        self.log = tmp_path / f"{args[0]}-{uuid.uuid4().hex[:6]}.log"
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "adapters.cli", *args],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(STOP_TIMEOUT_S)
+Process = SluiceProcess
 
 
 @pytest.fixture
@@ -118,7 +94,9 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
             "SLUICE_QUEUE_PREFIX": f"health{uuid.uuid4().hex[:8]}_",
             "SLUICE_LOG_FORMAT": "json",
         }
-        started.append(Process(tmp_path, env, *args))
+        started.append(
+            SluiceProcess(tmp_path / f"{args[0]}-{uuid.uuid4().hex[:6]}.log", env, *args)
+        )
         return started[-1]
 
     yield run

@@ -5,7 +5,6 @@ with the first one's pid, host and start, or waiting (bounded) with ``--wait``."
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from adapters.bootstrap import init_database
 from adapters.locks import StoreLock
 from adapters.settings import Settings
-from tests.support import drop_postgres_schema
+from tests.support import SluiceProcess, drop_postgres_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60  # a process imports, connects and takes its lock: seconds on a busy CI box
@@ -63,29 +62,7 @@ def sluice(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-class Running:
-    """A long-running `sluice` process in its own session, stopped (bounded) at the end."""
-
-    def __init__(self, settings: Settings, tmp_path: Path, *args: str) -> None:
-        self.log = tmp_path / f"{uuid.uuid4().hex[:8]}.log"
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "adapters.cli", *args],
-                cwd=ROOT,
-                env=_env(settings),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(STOP_TIMEOUT_S)
+Running = SluiceProcess
 
 
 @pytest.fixture
@@ -93,7 +70,9 @@ def running(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
     def start(settings: Settings, *args: str) -> Running:
-        started.append(Running(settings, tmp_path, *args))
+        started.append(
+            SluiceProcess(tmp_path / f"{uuid.uuid4().hex[:8]}.log", _env(settings), *args)
+        )
         return started[-1]
 
     yield start
