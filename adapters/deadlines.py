@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import PersistenceError
@@ -93,14 +93,13 @@ def leave(token: Token[float | None]) -> None:
 # The watchdog ---------------------------------------------------------------------------------
 
 
-@dataclass(order=True)
+@dataclass
 class _Watch:
     at: float
-    seq: int
-    sock: socket.socket | None = field(compare=False, default=None)
-    label: str = field(compare=False, default="")
-    fired: bool = field(compare=False, default=False)
-    done: bool = field(compare=False, default=False)
+    fd: int | None = None  # a duplicate of the watched socket's descriptor, open while watched
+    label: str = ""
+    fired: bool = False
+    done: bool = False
 
 
 class Watchdog:
@@ -112,7 +111,10 @@ class Watchdog:
     IDLE_WAIT_S = 5.0
 
     def __init__(self) -> None:
-        self._heap: list[_Watch] = []
+        # (deadline, sequence, watch): plain tuples, compared in C. Finished watches stay until
+        # the thread next wakes (up to IDLE_WAIT_S): tens of thousands on a busy API, and
+        # comparing dataclasses in Python made each push cost more than the query it guarded.
+        self._heap: list[tuple[float, int, _Watch]] = []
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
@@ -125,49 +127,62 @@ class Watchdog:
 
     @contextlib.contextmanager
     def watch(self, fd: int, instant: float, label: str = "") -> Iterator[_Watch]:
-        """Shuts ``fd``'s socket down if the block is still running at ``instant``. The socket
-        is duplicated for the watch, so a descriptor closed and reused meanwhile is never hit."""
+        """Shuts ``fd``'s socket down if the block is still running at ``instant``. The
+        descriptor is duplicated for the watch, so a descriptor closed and reused meanwhile is
+        never hit; the socket object is made only to fire (making one per watch cost more than
+        the watch)."""
         try:
-            sock: socket.socket | None = socket.socket(fileno=os.dup(fd))
-        except OSError:  # not a socket (or already closed): nothing to guard
-            sock = None
-        entry = _Watch(instant, next(self._seq), sock, label)
+            dup: int | None = os.dup(fd)
+        except OSError:  # already closed: nothing to guard
+            dup = None
+        entry = _Watch(instant, dup, label)
+        item = (instant, next(self._seq), entry)
         with self._cond:
-            heapq.heappush(self._heap, entry)
+            heapq.heappush(self._heap, item)
             self._ensure_thread()
             # Woken only for a new earliest deadline: otherwise its sleep already ends in time.
             # (A wake-up per database call was 6-10% of a worker's CPU, in the workers bench.)
-            if self._heap[0] is entry:
+            if self._heap[0] is item:
                 self._cond.notify()
         try:
             yield entry
         finally:
             with self._cond:
                 entry.done = True
-                if entry.sock is not None:
-                    entry.sock.close()
-                    entry.sock = None
+                if entry.fd is not None:
+                    os.close(entry.fd)
+                    entry.fd = None
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._heap and self._heap[0].done:
+                while self._heap and self._heap[0][2].done:
                     heapq.heappop(self._heap)
                 if not self._heap:
                     self._cond.wait(self.IDLE_WAIT_S)
                     continue
-                wait = self._heap[0].at - time.monotonic()
+                wait = self._heap[0][0] - time.monotonic()
                 if wait > 0:
                     self._cond.wait(min(wait, self.IDLE_WAIT_S))
                     continue
-                entry = heapq.heappop(self._heap)
-                if entry.done or entry.sock is None:
+                entry = heapq.heappop(self._heap)[2]
+                if entry.done or entry.fd is None:
                     continue
                 entry.fired = True
                 self.fired += 1
-                with contextlib.suppress(OSError):
-                    entry.sock.shutdown(socket.SHUT_RDWR)
+                _shut_down(entry.fd)
                 log.warning("deadline passed: closed the connection of %s", entry.label or "?")
+
+
+def _shut_down(fd: int) -> None:
+    """Shuts down the socket behind ``fd`` (both directions) and leaves ``fd`` open: its watch
+    closes it, under the same lock, so it cannot be closed and reused in between."""
+    with contextlib.suppress(OSError):  # not a socket, or already shut down
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()
 
 
 WATCHDOG = Watchdog()

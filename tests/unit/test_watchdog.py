@@ -4,6 +4,7 @@ thread is woken only for a new earliest deadline), and a block that ends in time
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from contextlib import ExitStack
@@ -57,6 +58,22 @@ def test_a_block_that_ends_in_time_is_untouched() -> None:
         assert not watch.fired and dog.fired == 0
         ours.sendall(b"x")
         assert peer.recv(1) == b"x"
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_watches_leave_no_descriptor_open() -> None:
+    """Each watch holds a duplicate of the socket's descriptor while it runs, and closes it."""
+    dog = Watchdog()
+    ours, peer = socket.socketpair()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(1_000):
+            with dog.watch(ours.fileno(), time.monotonic() + 60, "many") as watch:
+                assert watch.fd is not None and watch.fd != ours.fileno()
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert dog.fired == 0
     finally:
         ours.close()
         peer.close()
