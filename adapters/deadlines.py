@@ -168,21 +168,20 @@ class Watchdog:
                 entry = heapq.heappop(self._heap)[2]
                 if entry.done or entry.fd is None:
                     continue
-                entry.fired = True
+                try:
+                    sock = socket.socket(fileno=entry.fd)
+                except OSError:  # not a socket: nothing to guard
+                    continue
+                entry.fired = True  # before the shutdown: the blocked thread reads it next
                 self.fired += 1
-                _shut_down(entry.fd)
+                try:
+                    with contextlib.suppress(OSError):  # already shut down: closed all the same
+                        sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    # The descriptor stays open: its watch closes it, under this same lock, so
+                    # it cannot be closed and reused in between.
+                    sock.detach()
                 log.warning("deadline passed: closed the connection of %s", entry.label or "?")
-
-
-def _shut_down(fd: int) -> None:
-    """Shuts down the socket behind ``fd`` (both directions) and leaves ``fd`` open: its watch
-    closes it, under the same lock, so it cannot be closed and reused in between."""
-    with contextlib.suppress(OSError):  # not a socket, or already shut down
-        sock = socket.socket(fileno=fd)
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        finally:
-            sock.detach()
 
 
 WATCHDOG = Watchdog()

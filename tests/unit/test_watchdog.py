@@ -77,3 +77,18 @@ def test_watches_leave_no_descriptor_open() -> None:
     finally:
         ours.close()
         peer.close()
+
+
+def test_a_descriptor_that_is_no_socket_is_left_alone() -> None:
+    """Nothing to guard: the deadline passes without a shutdown, a count or a log line."""
+    dog = Watchdog()
+    read_end, write_end = os.pipe()
+    try:
+        with dog.watch(write_end, time.monotonic() + 0.1, "pipe") as watch:
+            time.sleep(0.1 + SLACK_S)
+            os.write(write_end, b"x")
+        assert os.read(read_end, 1) == b"x"
+        assert not watch.fired and dog.fired == 0
+    finally:
+        os.close(read_end)
+        os.close(write_end)
