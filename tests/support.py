@@ -45,6 +45,23 @@ def free_port() -> int:
     raise RuntimeError(f"no new free port in {FREE_PORT_TRIES_MAX} tries")
 
 
+def delete_queues(url: str, prefix: str) -> None:
+    """Deletes the queues (with their delay and dead-letter queues) that a test's workers
+    declared under ``prefix`` on the shared RabbitMQ, so runs leave nothing behind."""
+    import pika
+
+    from workers.actors import queue_names
+
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = conn.channel()
+        for queue in queue_names(prefix):
+            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+                channel.queue_delete(name)
+    finally:
+        conn.close()
+
+
 class SluiceProcess:
     """A long-running ``sluice`` command in its own session, its output in ``log``; ``stop``
     ends the session (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``)."""

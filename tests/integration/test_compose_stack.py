@@ -30,7 +30,7 @@ import pytest
 
 from tests.conftest import require_service
 from tests.integration.stripe_support import BANK_OK, bank
-from tests.support import free_port
+from tests.support import delete_queues, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -171,21 +171,6 @@ def drop_schema(postgres_url: str, schema: str) -> None:
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def delete_queues(url: str, prefix: str) -> None:
-    import pika
-
-    from workers.actors import queue_names
-
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = conn.channel()
-        for queue in queue_names(prefix):
-            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
-                channel.queue_delete(name)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from adapters.bootstrap import init_database, read_model
 from adapters.http.app import create_app
 from adapters.settings import Settings
 from tests.integration.http_support import running
-from tests.support import SluiceProcess, drop_postgres_schema, free_port
+from tests.support import SluiceProcess, delete_queues, drop_postgres_schema, free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -85,15 +85,19 @@ Process = SluiceProcess
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
+    declared: list[tuple[str, str]] = []  # (broker, prefix) of processes on a real RabbitMQ
 
     def run(settings: Settings, *args: str, broker: str = "stub://") -> Process:
+        prefix = f"health{uuid.uuid4().hex[:8]}_"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         env |= {
             "SLUICE_DATABASE_URL": settings.database_url,
             "SLUICE_BROKER_URL": broker,
-            "SLUICE_QUEUE_PREFIX": f"health{uuid.uuid4().hex[:8]}_",
+            "SLUICE_QUEUE_PREFIX": prefix,
             "SLUICE_LOG_FORMAT": "json",
         }
+        if broker.startswith("amqp"):
+            declared.append((broker, prefix))
         started.append(
             SluiceProcess(tmp_path / f"{args[0]}-{uuid.uuid4().hex[:6]}.log", env, *args)
         )
@@ -102,6 +106,8 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     yield run
     for process in started:
         process.stop()
+    for broker, prefix in declared:  # the workers' queues on the shared broker
+        delete_queues(broker, prefix)
 
 
 @pytest.mark.parametrize(

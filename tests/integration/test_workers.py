@@ -44,8 +44,9 @@ from tests.integration.stripe_support import (
     sandbox_settings,
     store_events,
 )
+from tests.support import delete_queues
 from workers import actors
-from workers.actors import evaluate_payout_body, payout_id_for, queue_names, send, setup
+from workers.actors import evaluate_payout_body, payout_id_for, send, setup
 from workers.broker import make_broker
 from workers.context import Context, set_context
 from workers.embedded import pay_out_by_schedule
@@ -132,19 +133,6 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT_S) -> Any:
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
-
-
-def delete_queues(url: str, prefix: str) -> None:
-    import pika
-
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = conn.channel()
-        for queue in queue_names(prefix):
-            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
-                channel.queue_delete(name)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
