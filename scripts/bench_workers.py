@@ -44,7 +44,8 @@ from tests.integration.stripe_support import (  # noqa: E402
     sandbox_settings,
     store_events,
 )
-from workers.actors import ACTOR_OPTIONS, queue_names, send, setup  # noqa: E402
+from tests.support import delete_queues  # noqa: E402
+from workers.actors import ACTOR_OPTIONS, send, setup  # noqa: E402
 from workers.broker import make_broker  # noqa: E402
 from workers.relay import Relay  # noqa: E402
 
@@ -210,7 +211,8 @@ def measure_workers(
             }
     finally:
         broker.close()
-        delete_queues(prefix, base_prefix)
+        for used in (prefix, base_prefix):
+            delete_queues(BROKER_URL, used)
 
 
 def request_payouts(
@@ -373,19 +375,6 @@ def stripe_payout_ids(sb: Sandbox, account: str) -> set[str]:
             break
         after = page["data"][-1]["id"]
     return ids
-
-
-def delete_queues(*prefixes: str) -> None:
-    """This run's queues, their delay and dead-letter queues included."""
-    import pika
-
-    connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
-    channel = connection.channel()
-    for prefix in prefixes:
-        for queue in queue_names(prefix):
-            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
-                channel.queue_delete(queue=name)
-    connection.close()
 
 
 if __name__ == "__main__":
