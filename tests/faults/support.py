@@ -487,8 +487,11 @@ class Writes:
             tries += 1
             try:
                 status, _, _ = post(address, "/v1/topups", body, self.key, key, timeout=15)
-            except OSError:
-                status = 0  # refused or reset: the server is down or restarting
+            except (OSError, http.client.HTTPException):
+                # Refused or reset (the server is down or restarting), or cut mid-answer: a
+                # process killed after sending a 200's headers leaves an IncompleteRead, and the
+                # write it committed is acknowledged only by retrying it (a replay).
+                status = 0
             with self._lock:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 self.attempts[key] = tries
